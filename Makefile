@@ -1,0 +1,30 @@
+# One entry point for people and CI: `make demo` runs the pipeline locally, `make test` runs the tests.
+# Everything installs itself into the project folder: .venv (Python, via uv) and emulator/node_modules.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+
+.PHONY: test demo install clean lock
+
+install: $(VENV)/.installed emulator/node_modules/.installed
+
+$(VENV)/.installed: requirements-dev.lock
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements-dev.lock
+	touch $@
+
+emulator/node_modules/.installed: emulator/package.json emulator/package-lock.json
+	cd emulator && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Re-resolve the fully pinned lock after changing a requirements file.
+lock: $(VENV)/.installed
+	$(VENV)/bin/uv pip compile --quiet requirements-dev.in -o requirements-dev.lock --python-version 3.11
+
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) emulator/node_modules .pytest_cache

@@ -1,0 +1,1 @@
+"""Firestore emulator fixtures (filled in by the emulator work)."""
