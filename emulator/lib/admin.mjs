@@ -1,0 +1,44 @@
+// The admin HTTP endpoint on loopback: billing stats for cost tests and the change feed
+// that the local Eventarc-like bridge turns into CloudEvents.
+
+import http from "node:http";
+
+function sendJson(res, status, body) {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** Stream every later change as NDJSON until the client goes away. */
+function streamChanges(req, res, feed) {
+  const unsubscribe = feed.subscribe((line) => res.write(line));
+  res.on("close", unsubscribe);
+  // Headers go out only once subscribed: a client that has them sees every later commit.
+  res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
+  res.flushHeaders();
+}
+
+export function createAdminServer({ stats, feed }) {
+  const openStreams = new Set();
+  const server = http.createServer((req, res) => {
+    const route = `${req.method} ${new URL(req.url, "http://admin").pathname}`;
+    switch (route) {
+      case "GET /stats":
+        return sendJson(res, 200, stats.toJSON());
+      case "POST /reset":
+        stats.reset();
+        return sendJson(res, 200, stats.toJSON());
+      case "GET /changes":
+        openStreams.add(res);
+        res.on("close", () => openStreams.delete(res));
+        return streamChanges(req, res, feed);
+      default:
+        return sendJson(res, 404, { error: `no route ${route}; try GET /stats, POST /reset, GET /changes` });
+    }
+  });
+  // Long-lived change streams would otherwise keep close() waiting forever.
+  server.endStreams = () => {
+    for (const res of openStreams) res.end();
+  };
+  return server;
+}
