@@ -1,1 +1,455 @@
-"""SMTP server fixtures (filled in by the transport work)."""
+"""Real SMTP servers for tests: aiosmtpd on 127.0.0.1 (a free port each), real TLS, scripted faults.
+
+Fixtures (registered as a plugin by tests/conftest.py):
+
+    smtp_ca        session  trustme.CA that signs every test server's certificate
+    smtp_ca_file   session  path of that CA's PEM file (what tlsCaFile= points at)
+    smtp_server    factory  smtp_server(tls=..., auth=..., ...) -> SmtpTestServer; every server it
+                            started is stopped at the end of the test, also when the test fails
+
+    server = smtp_server(tls="starttls", auth=True, users={"user": "pass"},
+                         behaviour=Behaviour(rcpt_replies={"gone@example.com": "550 5.1.1 No such user"}))
+    pool = SmtpPool(parse_smtp_uri(server.uri("user", "pass", maxConnections=2)))
+    ...
+    server.messages[0].message["Subject"], server.connections, server.auth_attempts
+
+The certificate names "localhost" and 127.0.0.1; servers listen on 127.0.0.1 only. aiosmtpd traps
+handled here: a failed AuthResult sets handled=False (else the client hangs), AUTH over implicit TLS
+needs auth_require_tls=False, and the 5-argument handle_EHLO sets session.host_name itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.message
+import email.policy
+import secrets
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+import trustme
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+LISTEN_HOST = "127.0.0.1"
+CERT_NAMES = ("localhost", "127.0.0.1")
+TLS_MODES = ("starttls", "implicit", "none")
+SCRIPTABLE_COMMANDS = ("greeting", "EHLO", "MAIL", "RCPT", "DATA")
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How a test server misbehaves. The default is a well-behaved server."""
+
+    # RCPT: reply for specific addresses (e.g. "550 5.1.1 No such user", "451 4.2.0 Greylisted"),
+    # and for every other address (None = accept).
+    rcpt_replies: Mapping[str, str] = field(default_factory=dict)
+    rcpt_reply_default: str | None = None
+    # Final reply to DATA instead of "250 2.0.0 Ok: queued as <id>" (e.g. "554 5.7.1 Spam").
+    data_reply: str | None = None
+    # At this command ("MAIL", "RCPT" or "DATA" = after the message), reply 421 and hang up.
+    close_with_421_at: str | None = None
+    # Receive the whole message, then close the connection without replying.
+    drop_during_data: bool = False
+    # Delay the reply at this point ("greeting", "EHLO", "MAIL", "RCPT", "DATA" = final reply).
+    slow_reply_at: str | None = None
+    slow_reply_seconds: float = 2.0
+    # Hang up sessions silent for this many seconds (aiosmtpd's own idle timer).
+    idle_timeout: float | None = None
+    # Answer MAIL with 421 and hang up when a session starts its second transaction, as a
+    # server does that drops an idle client just as the client reuses it.
+    close_reused_session_at_mail: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("close_with_421_at", "slow_reply_at"):
+            value = getattr(self, name)
+            if value is not None and value not in SCRIPTABLE_COMMANDS:
+                raise ValueError(f"Behaviour.{name} must be one of {SCRIPTABLE_COMMANDS}, got {value!r}")
+        if self.close_with_421_at == "greeting":
+            raise ValueError("Behaviour.close_with_421_at does not support 'greeting'")
+
+
+@dataclass
+class ReceivedMessage:
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes  # the DATA as received, dot-unstuffed, CRLF line endings
+    message: email.message.EmailMessage  # content parsed with email.policy.default
+    smtputf8: bool  # MAIL FROM carried SMTPUTF8
+    mail_options: list[str]  # MAIL FROM parameters, upper-cased (e.g. "BODY=8BITMIME")
+    response: str  # the final reply this server sent for it
+    session: int  # which TCP session (1-based, in order of connection) carried it
+    authenticated_as: str | None
+    tls: bool  # the session was encrypted when the message arrived
+
+
+@dataclass
+class AuthAttempt:
+    mechanism: str
+    login: str
+    success: bool  # (the password tried is deliberately not kept)
+
+
+class SmtpTestServer:
+    """One running aiosmtpd server plus everything it observed. Lists are appended from the
+    server's thread before it replies, so they are complete once the client has its reply."""
+
+    def __init__(
+        self,
+        *,
+        tls: str,
+        auth: bool,
+        require_starttls: bool,
+        users: Mapping[str, str],
+        behaviour: Behaviour,
+        smtputf8: bool,
+        auth_mechanisms: tuple[str, ...],
+        server_cert: trustme.LeafCert,
+        ca_file: str,
+    ) -> None:
+        if tls not in TLS_MODES:
+            raise ValueError(f"tls must be one of {TLS_MODES}, got {tls!r}")
+        self.host = LISTEN_HOST
+        self.tls = tls
+        self.ca_file = ca_file if tls != "none" else None
+        self.users = dict(users)
+        self.behaviour = behaviour
+        self.queue_prefix = secrets.token_hex(3).upper()
+        self.messages: list[ReceivedMessage] = []
+        self.auth_attempts: list[AuthAttempt] = []
+        self.ehlo_names: list[str] = []
+        self.sni_names: list[str | None] = []  # server name the client sent per TLS handshake
+        self.connections = 0  # TCP sessions opened by clients
+        self.active_connections = 0
+        self.max_active_connections = 0
+        self.dropped_during_data = 0
+        self._sessions: list[_ScriptedSMTP] = []
+        self._lost = threading.Condition()
+        self._recording = False
+
+        tls_context = None
+        if tls != "none":
+            tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            server_cert.configure_cert(tls_context)
+            tls_context.sni_callback = self._record_sni
+
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((LISTEN_HOST, 0))
+        self.port: int = listener.getsockname()[1]
+        self.auth_required = auth
+        offered = auth_mechanisms if auth else ()
+        excluded = [m for m in ("PLAIN", "LOGIN") if m not in offered]
+        self._controller = _Controller(
+            _Handler(self),
+            listener,
+            self,
+            ssl_context=tls_context if tls == "implicit" else None,
+            tls_context=tls_context if tls == "starttls" else None,
+            require_starttls=tls == "starttls" and require_starttls,
+            server_hostname="mail.test.localhost",  # spares aiosmtpd a getfqdn() DNS lookup
+            # aiosmtpd warns when it must demand AUTH on a connection it did not upgrade itself
+            # (implicit TLS, plaintext): there handle_MAIL demands it instead.
+            auth_required=auth and tls == "starttls",
+            auth_require_tls=tls == "starttls",
+            authenticator=self._authenticate if auth else None,
+            auth_exclude_mechanism=excluded,
+            enable_SMTPUTF8=smtputf8,
+            timeout=behaviour.idle_timeout or 300,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._controller.start()
+        # The controller's own start-up probe is not a client: count only what comes after it.
+        self._recording = True
+
+    def stop(self) -> None:
+        if self._controller._thread is not None:
+            self._controller.stop()
+        self._controller._listener.close()
+
+    # -- what tests use --------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def uri(self, user: str | None = None, password: str | None = None, **options: Any) -> str:
+        """A matching smtp:// (STARTTLS/plain) or smtps:// URI. User and password are
+        percent-encoded; tlsCaFile points at the test CA unless given (None leaves it out).
+        Booleans become true/false."""
+        scheme = "smtps" if self.tls == "implicit" else "smtp"
+        userinfo = ""
+        if user is not None:
+            userinfo = quote(user, safe="")
+            if password is not None:
+                userinfo += ":" + quote(password, safe="")
+            userinfo += "@"
+        merged: dict[str, Any] = {"tlsCaFile": self.ca_file} if self.ca_file else {}
+        merged.update(options)
+        query = urlencode(
+            {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in merged.items() if v is not None}
+        )
+        return f"{scheme}://{userinfo}{self.host}:{self.port}" + (f"?{query}" if query else "")
+
+    def drop_connections(self, reply: str | None = "421 4.4.2 Idle timeout exceeded, closing") -> None:
+        """Hang up every open session now (optionally sending `reply` first), as a server does
+        with idle clients; returns once the server has closed them."""
+        with self._lost:
+            victims = [s for s in self._sessions if s.transport is not None]
+        for session in victims:
+            future = asyncio.run_coroutine_threadsafe(session.hang_up(reply), self._controller.loop)
+            future.result(timeout=5)
+        with self._lost:
+            if not self._lost.wait_for(lambda: self.active_connections == 0, timeout=5):
+                raise RuntimeError("test SMTP server could not close its sessions")
+
+    # -- called from the server thread -----------------------------------------------------------
+
+    def _record_sni(self, ssl_object: Any, server_name: str | None, context: ssl.SSLContext) -> None:
+        if self._recording:  # not the controller's start-up probe
+            self.sni_names.append(server_name)
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        login = auth_data.login.decode("utf-8", "replace")
+        password = auth_data.password.decode("utf-8", "replace")
+        success = login in self.users and self.users[login] == password
+        self.auth_attempts.append(AuthAttempt(mechanism, login, success))
+        if success:
+            return AuthResult(success=True, auth_data=login)
+        return AuthResult(success=False, handled=False)  # handled=False: aiosmtpd sends the 535
+
+    def _session_opened(self, session: _ScriptedSMTP) -> bool:
+        if not self._recording:
+            return False
+        with self._lost:
+            self.connections += 1
+            self.active_connections += 1
+            self.max_active_connections = max(self.max_active_connections, self.active_connections)
+            self._sessions.append(session)
+            session.number = self.connections
+        return True
+
+    def _session_closed(self, session: _ScriptedSMTP) -> None:
+        with self._lost:
+            self.active_connections -= 1
+            self._sessions.remove(session)
+            self._lost.notify_all()
+
+    def _next_queue_id(self) -> str:
+        return f"{self.queue_prefix}{len(self.messages) + 1:04d}"
+
+
+class _ScriptedSMTP(SMTP):
+    """aiosmtpd's SMTP session, counted, with a greeting that can be slowed down."""
+
+    def __init__(self, handler: _Handler, owner: SmtpTestServer, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.owner = owner
+        self.number = 0
+        self.transactions = 0
+        self._counted = False
+        self._greeted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None  # STARTTLS calls this again for the same session
+        super().connection_made(transport)
+        if first:
+            self._counted = self.owner._session_opened(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        if self._counted:
+            self._counted = False
+            self.owner._session_closed(self)
+
+    async def push(self, status: Any) -> None:
+        if not self._greeted:
+            self._greeted = True
+            behaviour = self.owner.behaviour
+            if self._counted and behaviour.slow_reply_at == "greeting":
+                await asyncio.sleep(behaviour.slow_reply_seconds)
+        await super().push(status)
+
+    async def hang_up(self, reply: str | None) -> None:
+        """Optionally reply, then close; the session's command loop is cancelled by the close."""
+        if self.transport is None:
+            return
+        if reply:
+            await super().push(reply)
+        self.transport.close()
+
+    @property
+    def encrypted(self) -> bool:
+        return self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
+
+
+class _Handler:
+    """aiosmtpd handler hooks: record what arrives and play the server's Behaviour."""
+
+    def __init__(self, owner: SmtpTestServer) -> None:
+        self.owner = owner
+
+    async def _maybe_slow(self, session: _ScriptedSMTP, point: str) -> None:
+        behaviour = self.owner.behaviour
+        if behaviour.slow_reply_at == point:
+            await asyncio.sleep(behaviour.slow_reply_seconds)
+
+    async def _hang_up_with_421(self, server: _ScriptedSMTP) -> None:
+        await server.hang_up("421 4.3.2 Service shutting down, closing transmission channel")
+        await asyncio.Event().wait()  # cancelled by connection_lost
+
+    async def handle_EHLO(
+        self, server: _ScriptedSMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # the 5-argument hook must do this itself
+        self.owner.ehlo_names.append(hostname)
+        await self._maybe_slow(server, "EHLO")
+        return [line for line in responses if line.strip() != "250-AUTH"]  # no mechanisms: no AUTH
+
+    async def handle_MAIL(
+        self, server: _ScriptedSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        behaviour = self.owner.behaviour
+        if self.owner.auth_required and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        server.transactions += 1
+        if behaviour.close_with_421_at == "MAIL" or (
+            behaviour.close_reused_session_at_mail and server.transactions > 1
+        ):
+            await self._hang_up_with_421(server)
+        await self._maybe_slow(server, "MAIL")
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(
+        self, server: _ScriptedSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        behaviour = self.owner.behaviour
+        if behaviour.close_with_421_at == "RCPT":
+            await self._hang_up_with_421(server)
+        await self._maybe_slow(server, "RCPT")
+        reply = behaviour.rcpt_replies.get(address, behaviour.rcpt_reply_default)
+        if reply is not None and not reply.startswith("2"):
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return reply or "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: _ScriptedSMTP, session: Session, envelope: Envelope) -> str:
+        owner, behaviour = self.owner, self.owner.behaviour
+        if behaviour.drop_during_data:
+            owner.dropped_during_data += 1
+            server.transport.close()
+            await asyncio.Event().wait()  # cancelled by connection_lost
+        if behaviour.close_with_421_at == "DATA":
+            await self._hang_up_with_421(server)
+        await self._maybe_slow(server, "DATA")
+        if behaviour.data_reply is not None:
+            return behaviour.data_reply
+        content = envelope.content if isinstance(envelope.content, bytes) else b""
+        response = f"250 2.0.0 Ok: queued as {owner._next_queue_id()}"
+        auth_data = session.auth_data
+        owner.messages.append(
+            ReceivedMessage(
+                mail_from=envelope.mail_from or "",
+                rcpt_tos=list(envelope.rcpt_tos),
+                content=content,
+                message=email.message_from_bytes(content, policy=email.policy.default),  # type: ignore[arg-type]
+                smtputf8=envelope.smtp_utf8,
+                mail_options=list(envelope.mail_options),
+                response=response,
+                session=server.number,
+                authenticated_as=auth_data if isinstance(auth_data, str) else None,
+                tls=server.encrypted,
+            )
+        )
+        return response
+
+
+class _Controller(Controller):
+    """aiosmtpd's Controller on a socket we already bound (free port, 127.0.0.1 only)."""
+
+    def __init__(self, handler: _Handler, listener: socket.socket, owner: SmtpTestServer, **kwargs: Any) -> None:
+        super().__init__(handler, hostname=LISTEN_HOST, port=listener.getsockname()[1], **kwargs)
+        self._listener = listener
+        self._owner = owner
+
+    def _create_server(self) -> Any:
+        return self.loop.create_server(self._factory_invoker, sock=self._listener, ssl=self.ssl_context)
+
+    def factory(self) -> SMTP:
+        return _ScriptedSMTP(self.handler, self._owner, **self.SMTP_kwargs)
+
+
+@pytest.fixture(scope="session")
+def smtp_ca() -> trustme.CA:
+    """The test CA: trusted only where a test hands out its PEM (smtp_ca_file)."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def smtp_ca_file(smtp_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Path of the test CA certificate (PEM), for tlsCaFile= or SSL_CERT_FILE."""
+    path: Path = tmp_path_factory.mktemp("smtp-ca") / "test-ca.pem"
+    smtp_ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def smtp_server_cert(smtp_ca: trustme.CA) -> trustme.LeafCert:
+    return smtp_ca.issue_cert(*CERT_NAMES)
+
+
+@pytest.fixture
+def smtp_server(
+    smtp_server_cert: trustme.LeafCert, smtp_ca_file: str
+) -> Iterator[Callable[..., SmtpTestServer]]:
+    """Factory: smtp_server(tls="starttls"|"implicit"|"none", auth=True, require_starttls=True,
+    users={"user": "pass"}, behaviour=Behaviour(), smtputf8=True, auth_mechanisms=("PLAIN", "LOGIN"))
+    starts a real SMTP server and returns its SmtpTestServer. All are stopped at test end."""
+    started: list[SmtpTestServer] = []
+
+    def start(
+        tls: str = "starttls",
+        auth: bool = True,
+        require_starttls: bool = True,
+        users: Mapping[str, str] | None = None,
+        behaviour: Behaviour | None = None,
+        smtputf8: bool = True,
+        auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN"),
+    ) -> SmtpTestServer:
+        server = SmtpTestServer(
+            tls=tls,
+            auth=auth,
+            require_starttls=require_starttls,
+            users={"user": "pass"} if users is None else users,
+            behaviour=behaviour or Behaviour(),
+            smtputf8=smtputf8,
+            auth_mechanisms=auth_mechanisms,
+            server_cert=smtp_server_cert,
+            ca_file=smtp_ca_file,
+        )
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()

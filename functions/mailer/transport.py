@@ -1,0 +1,629 @@
+"""Send one message over SMTP, reusing warm connections across calls (stdlib only).
+
+The envelope is driven command by command instead of smtplib.sendmail, which drops the final reply
+to DATA and hides which recipients were refused. Every failure becomes a DeliveryError that says
+whether trying again later can help (.transient) and carries one line of text without secrets.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import email.message
+import email.policy
+import logging
+import re
+import select
+import smtplib
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+
+from mailer.smtp_uri import URI_NAME, SmtpConfigError, SmtpSettings, parse_smtp_uri
+
+__all__ = [
+    "DeliveryError",
+    "SendResult",
+    "SmtpConfigError",
+    "SmtpPool",
+    "SmtpSettings",
+    "parse_smtp_uri",
+    "pool_for",
+]
+
+log = logging.getLogger("mailer.transport")
+
+# Servers drop idle clients (postfix after 300 s, many providers after 30-60 s): reconnect rather
+# than reuse a connection that sat longer than this.
+IDLE_RECONNECT_SECONDS = 30.0
+# Bound on a courtesy QUIT so closing a connection never stalls a send for a full socketTimeout.
+QUIT_TIMEOUT_SECONDS = 2.0
+
+_TRANSPORT_ERRORS = (smtplib.SMTPException, OSError)
+_FORBIDDEN_IN_ADDRESS = re.compile(r"[\s<>\x00-\x1f\x7f]")
+_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+_DATA_OUTCOME_UNKNOWN = "the server may or may not have accepted the message"
+
+
+@dataclass
+class SendResult:
+    accepted: list[str]  # envelope recipients the server accepted (RCPT 2xx)
+    rejected: list[str]  # recipients refused permanently (5xx)
+    pending: list[str]  # recipients refused temporarily (4xx)
+    response: str  # the server's final reply to DATA, e.g. "250 2.0.0 Ok: queued as 4Xy"
+
+
+class DeliveryError(Exception):
+    """Sending failed. .transient: a later attempt may succeed (4xx, connection loss, timeouts);
+    False for 5xx, authentication or TLS failures and missing server capabilities. .message is one
+    line without secrets; .code is the SMTP reply code when there was one; .rejected / .pending list
+    the recipients when every recipient was refused."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool,
+        code: int | None = None,
+        rejected: list[str] | None = None,
+        pending: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.transient = transient
+        self.code = code
+        self.rejected = list(rejected or [])
+        self.pending = list(pending or [])
+
+    def __str__(self) -> str:
+        return self.message
+
+    def redacted(self, secret: str | None) -> DeliveryError:
+        """A copy whose message cannot show `secret`, whatever a server echoed back."""
+        if not secret or secret not in self.message:
+            return self
+        clean = DeliveryError(
+            self.message.replace(secret, "******"),
+            transient=self.transient,
+            code=self.code,
+            rejected=self.rejected,
+            pending=self.pending,
+        )
+        clean.__cause__ = self.__cause__
+        return clean
+
+
+class _StaleConnection(Exception):
+    """A reused connection failed before the server accepted MAIL FROM: safe to retry once."""
+
+
+class _SmtpClient(smtplib.SMTP):
+    """smtplib.SMTP with nodemailer's three timeouts, implicit TLS and a chosen TLS server name."""
+
+    def __init__(self, settings: SmtpSettings, tls_context: ssl.SSLContext) -> None:
+        # A placeholder EHLO name keeps smtplib from a getfqdn() DNS lookup; the real one is set
+        # once the local address is known.
+        super().__init__(local_hostname=settings.ehlo_name or "localhost", timeout=settings.socket_timeout)
+        self.settings = settings
+        self.tls_context = tls_context
+        self.phase = "connect"
+        # smtplib's starttls() sends _host as SNI and checks the certificate against it.
+        self._host = settings.tls_name
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = socket.create_connection((host, port), self.settings.connection_timeout)
+        try:
+            if self.settings.implicit_tls:
+                sock = self.tls_context.wrap_socket(sock, server_hostname=self.settings.tls_name)
+            sock.settimeout(self.settings.greeting_timeout)
+        except BaseException:
+            sock.close()
+            raise
+        self.phase = "greeting"
+        return sock
+
+
+class _Connection:
+    """One SMTP session: connect, TLS, EHLO and AUTH once, then any number of transactions."""
+
+    def __init__(self, settings: SmtpSettings, tls_context: ssl.SSLContext) -> None:
+        self.settings = settings
+        self.client = _SmtpClient(settings, tls_context)
+        self.messages_sent = 0
+        self.last_used = time.monotonic()
+        self.mail_accepted = False
+
+    @property
+    def phase(self) -> str:
+        return self.client.phase
+
+    def open(self) -> None:
+        client, settings = self.client, self.settings
+        code, reply = client.connect(settings.host, settings.port)
+        if code != 220:
+            raise smtplib.SMTPConnectError(code, reply)
+        client.sock.settimeout(settings.socket_timeout)
+        if not settings.ehlo_name:
+            client.local_hostname = _default_ehlo_name(client.sock)
+        self._hello()
+        if not settings.implicit_tls and not settings.ignore_tls:
+            self._upgrade_to_tls()
+        if settings.username:
+            self._authenticate()
+
+    def _hello(self) -> None:
+        self.client.phase = "EHLO"
+        code, reply = self.client.ehlo()
+        if code != 250:
+            self.client.phase = "HELO"
+            code, reply = self.client.helo()
+            if code != 250:
+                raise smtplib.SMTPHeloError(code, reply)
+
+    def _upgrade_to_tls(self) -> None:
+        settings = self.settings
+        if self.client.has_extn("starttls"):
+            self.client.phase = "STARTTLS"
+            self.client.starttls(context=self.client.tls_context)
+            self._hello()  # capabilities must be asked again over TLS (RFC 3207)
+        elif settings.require_tls:
+            raise DeliveryError(
+                f"SMTP server {settings.address} does not offer STARTTLS and requireTLS=true",
+                transient=False,
+            )
+        elif settings.username and not settings.allow_plaintext_auth:
+            raise DeliveryError(
+                f"SMTP server {settings.address} does not offer STARTTLS; refusing to send the "
+                "credentials in plaintext (set allowPlaintextAuth=true to allow it)",
+                transient=False,
+            )
+
+    def _authenticate(self) -> None:
+        client, settings = self.client, self.settings
+        client.phase = "AUTH"
+        if not client.has_extn("auth"):
+            raise DeliveryError(
+                f"SMTP server {settings.address} does not offer AUTH; remove the user name from "
+                f"{URI_NAME} or use the server's submission port",
+                transient=False,
+            )
+        offered = client.esmtp_features["auth"].upper().split()
+        wanted = [settings.auth_method] if settings.auth_method else ["PLAIN", "LOGIN"]
+        usable = [method for method in wanted if method in offered]
+        if not usable:
+            raise DeliveryError(
+                f"SMTP server {settings.address} offers AUTH {' '.join(offered) or '(none)'}, "
+                f"not {' or '.join(wanted)} (option 'authMethod')",
+                transient=False,
+            )
+        method = usable[0]
+        # smtplib's own auth() encodes credentials as ASCII; RFC 4616 and real servers take UTF-8.
+        username, password = settings.username or "", settings.password or ""
+        if method == "PLAIN":
+            code, reply = client.docmd("AUTH", "PLAIN " + _b64(f"\0{username}\0{password}"))
+        else:
+            code, reply = client.docmd("AUTH", "LOGIN " + _b64(username))
+            if code == 334:
+                code, reply = client.docmd(_b64(password))
+        if code != 235:
+            raise smtplib.SMTPAuthenticationError(code, reply)
+
+    def transact(
+        self, envelope_from: str, recipients: list[str], payload: bytes, smtputf8: bool
+    ) -> SendResult:
+        client, settings = self.client, self.settings
+        self.mail_accepted = False
+        if smtputf8 and not client.has_extn("smtputf8"):
+            raise DeliveryError(
+                f"the message needs SMTPUTF8 (non-ASCII addresses) but SMTP server "
+                f"{settings.address} does not offer it",
+                transient=False,
+            )
+        eight_bit = not payload.isascii()
+        if eight_bit and not client.has_extn("8bitmime"):
+            raise DeliveryError(
+                f"the message contains 8-bit data but SMTP server {settings.address} does not "
+                "offer 8BITMIME",
+                transient=False,
+            )
+        params = []
+        if eight_bit:
+            params.append("BODY=8BITMIME")
+        if smtputf8:
+            params.append("SMTPUTF8")
+        if client.has_extn("size"):
+            params.append(f"SIZE={len(payload)}")
+        client.command_encoding = "utf-8" if smtputf8 else "ascii"
+
+        client.phase = "MAIL FROM"
+        code, reply = client.docmd("MAIL", f"FROM:<{envelope_from}>{''.join(' ' + p for p in params)}")
+        if not 200 <= code < 300:
+            raise smtplib.SMTPResponseException(code, reply)
+        self.mail_accepted = True
+
+        client.phase = "RCPT TO"
+        accepted: list[str] = []
+        rejected: list[str] = []
+        pending: list[str] = []
+        first_refusal: tuple[int, bytes] | None = None
+        for recipient in recipients:
+            code, reply = client.docmd("RCPT", f"TO:<{recipient}>")
+            if 200 <= code < 300:
+                accepted.append(recipient)
+                continue
+            if code == 421:  # the server is closing the connection: nothing more will be heard
+                raise smtplib.SMTPResponseException(code, reply)
+            (pending if 400 <= code < 500 else rejected).append(recipient)
+            first_refusal = first_refusal or (code, reply)
+        if not accepted:
+            assert first_refusal is not None
+            client.phase = "RSET"
+            try:
+                client.rset()
+            except _TRANSPORT_ERRORS:
+                pass  # the connection is discarded anyway; the refusal is what matters
+            refusal_code, refusal_text = first_refusal
+            raise DeliveryError(
+                f"SMTP server refused all {len(recipients)} recipient(s) ({len(rejected)} "
+                f"permanently, {len(pending)} temporarily); first reply: "
+                f"{_reply_line(refusal_code, refusal_text)}",
+                transient=not rejected,
+                code=refusal_code,
+                rejected=rejected,
+                pending=pending,
+            )
+
+        client.phase = "DATA"
+        code, reply = client.docmd("DATA")
+        if code != 354:
+            raise smtplib.SMTPResponseException(code, reply)
+        client.phase = "end of DATA"  # from here on the outcome may be unknown
+        client.send(_dot_stuffed(payload) + b".\r\n")
+        code, reply = client.getreply()
+        if not 200 <= code < 300:
+            raise smtplib.SMTPResponseException(code, reply)
+        self.messages_sent += 1
+        return SendResult(accepted, rejected, pending, _reply_line(code, reply))
+
+    def looks_alive(self) -> bool:
+        """Cheap check without a round trip: an idle server has nothing to say unless it sent a
+        421 or closed the connection."""
+        sock = self.client.sock
+        if sock is None:
+            return False
+        try:
+            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                return False
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    def idle_seconds(self) -> float:
+        return time.monotonic() - self.last_used
+
+    def close(self, polite: bool) -> None:
+        """QUIT (when the session is healthy) and close; never raises."""
+        client = self.client
+        try:
+            if polite and client.sock is not None:
+                client.sock.settimeout(min(self.settings.socket_timeout, QUIT_TIMEOUT_SECONDS))
+                client.quit()
+        except _TRANSPORT_ERRORS:
+            pass
+        finally:
+            client.close()
+
+
+class SmtpPool:
+    """Thread-safe pool of SMTP connections to one server, at most maxConnections at once.
+
+    After close() the pool keeps no connections: later sends still work, one connection each, so
+    a caller holding an old pool (see pool_for) never fails because of the swap."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._tls_context = _build_tls_context(settings)
+        self._slots = threading.BoundedSemaphore(settings.max_connections)
+        self._idle: list[_Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def send(
+        self,
+        envelope_from: str,
+        recipients: list[str],
+        message: email.message.EmailMessage,
+        smtputf8: bool = False,
+    ) -> SendResult:
+        recipients = list(recipients)
+        _check_envelope(envelope_from, recipients, smtputf8)
+        payload = _serialize(message, smtputf8)
+        settings = self.settings
+        if not self._slots.acquire(timeout=settings.connection_timeout):
+            raise DeliveryError(
+                f"no free SMTP connection to {settings.address} within "
+                f"{settings.connection_timeout:g}s (maxConnections={settings.max_connections})",
+                transient=True,
+            )
+        try:
+            return self._send_in_slot(envelope_from, recipients, payload, smtputf8)
+        except DeliveryError as error:
+            raise error.redacted(settings.password) from error.__cause__
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close(polite=True)
+
+    def _send_in_slot(
+        self, envelope_from: str, recipients: list[str], payload: bytes, smtputf8: bool
+    ) -> SendResult:
+        reused = self._take_idle()
+        if reused is not None:
+            log.debug("reusing SMTP connection to %s", self.settings.address)
+            try:
+                return self._transact(reused, envelope_from, recipients, payload, smtputf8, True)
+            except _StaleConnection:
+                log.debug("reused SMTP connection to %s was closed by the server; reconnecting",
+                          self.settings.address)
+        fresh = self._connect()
+        return self._transact(fresh, envelope_from, recipients, payload, smtputf8, False)
+
+    def _connect(self) -> _Connection:
+        log.debug("connecting to SMTP server %s", self.settings.address)
+        connection = _Connection(self.settings, self._tls_context)
+        try:
+            connection.open()
+        except DeliveryError:
+            connection.close(polite=False)
+            raise
+        except _TRANSPORT_ERRORS as exc:
+            connection.close(polite=False)
+            raise _delivery_error(exc, connection.phase, self.settings) from exc
+        return connection
+
+    def _transact(
+        self,
+        connection: _Connection,
+        envelope_from: str,
+        recipients: list[str],
+        payload: bytes,
+        smtputf8: bool,
+        reused: bool,
+    ) -> SendResult:
+        try:
+            result = connection.transact(envelope_from, recipients, payload, smtputf8)
+        except DeliveryError:
+            connection.close(polite=False)
+            raise
+        except _TRANSPORT_ERRORS as exc:
+            connection.close(polite=False)
+            if reused and not connection.mail_accepted and _is_connection_loss(exc):
+                raise _StaleConnection() from exc
+            raise _delivery_error(exc, connection.phase, self.settings) from exc
+        self._give_back(connection)
+        return result
+
+    def _take_idle(self) -> _Connection | None:
+        expired: list[_Connection] = []
+        found = None
+        with self._lock:
+            while self._idle:
+                candidate = self._idle.pop()  # most recently used first
+                if candidate.idle_seconds() <= IDLE_RECONNECT_SECONDS and candidate.looks_alive():
+                    found = candidate
+                    break
+                expired.append(candidate)
+        for connection in expired:
+            log.debug("dropping idle SMTP connection to %s", self.settings.address)
+            connection.close(polite=connection.looks_alive())
+        return found
+
+    def _give_back(self, connection: _Connection) -> None:
+        settings = self.settings
+        if connection.messages_sent >= settings.max_messages:
+            log.debug("recycling SMTP connection to %s after %d messages",
+                      settings.address, connection.messages_sent)
+            connection.close(polite=True)
+            return
+        if settings.pool:
+            connection.last_used = time.monotonic()
+            with self._lock:
+                if not self._closed:
+                    self._idle.append(connection)
+                    return
+        connection.close(polite=True)
+
+
+_pool_lock = threading.Lock()
+_current: tuple[tuple[object, object], SmtpPool] | None = None
+
+
+def pool_for(uri: str, password_override: str | None) -> SmtpPool:
+    """The process-wide pool for this configuration: the same (uri, password) returns the same
+    warm pool; a different one builds a new pool and closes the old. A bad URI raises
+    SmtpConfigError on every call and leaves the cache as it was."""
+    global _current
+    key = (uri, password_override)
+    with _pool_lock:
+        if _current is not None and _current[0] == key:
+            return _current[1]
+    pool = SmtpPool(parse_smtp_uri(uri, password_override))
+    with _pool_lock:
+        if _current is not None and _current[0] == key:  # another thread built it meanwhile
+            winner = _current[1]
+        else:
+            winner, previous = pool, _current
+            _current = (key, pool)
+    if winner is not pool:
+        pool.close()
+        return winner
+    if previous is not None:
+        previous[1].close()
+    return pool
+
+
+def _build_tls_context(settings: SmtpSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context()  # system trust store; honours SSL_CERT_FILE
+    if settings.tls_ca_file:
+        try:
+            context.load_verify_locations(cafile=settings.tls_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+            raise SmtpConfigError(
+                f"{URI_NAME}: option 'tlsCaFile': cannot load CA certificates from "
+                f"'{settings.tls_ca_file}': {reason}"
+            ) from None
+    if not settings.tls_reject_unauthorized:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        log.warning("TLS certificate verification is off for %s (tlsRejectUnauthorized=false)",
+                    settings.address)
+    return context
+
+
+def _check_envelope(envelope_from: str, recipients: list[str], smtputf8: bool) -> None:
+    if not recipients:
+        raise DeliveryError("no envelope recipients to send to", transient=False)
+    # Addresses go into SMTP command lines verbatim: anything that could end or extend a command
+    # is refused here. Messages name the position only; addresses stay out of errors and logs.
+    for label, address in [("sender", envelope_from)] + [
+        (f"recipient #{number}", recipient) for number, recipient in enumerate(recipients, 1)
+    ]:
+        if not isinstance(address, str) or (label != "sender" and not address):
+            raise DeliveryError(f"envelope {label} must be a non-empty string", transient=False)
+        if _FORBIDDEN_IN_ADDRESS.search(address):
+            raise DeliveryError(
+                f"envelope {label} contains whitespace, '<', '>' or control characters",
+                transient=False,
+            )
+        if not smtputf8 and not address.isascii():
+            raise DeliveryError(
+                f"envelope {label} is not ASCII; it can only be sent with smtputf8=True",
+                transient=False,
+            )
+
+
+def _serialize(message: email.message.EmailMessage, smtputf8: bool) -> bytes:
+    if any(name.lower() == "bcc" for name in message.keys()):
+        message = copy.deepcopy(message)  # the caller's message keeps its Bcc
+        del message["Bcc"]
+    policy = email.policy.SMTPUTF8 if smtputf8 else email.policy.SMTP
+    try:
+        return message.as_bytes(policy=policy)
+    except (LookupError, TypeError, ValueError) as exc:
+        raise DeliveryError(
+            f"the message could not be serialized for SMTP: {type(exc).__name__}", transient=False
+        ) from exc
+
+
+def _dot_stuffed(payload: bytes) -> bytes:
+    """CRLF line endings, a final CRLF, and a doubled leading dot on every line (RFC 5321 4.5.2)."""
+    normalized = _LINE_ENDINGS.sub(b"\r\n", payload)
+    if not normalized.endswith(b"\r\n"):
+        normalized += b"\r\n"
+    return _LEADING_DOT.sub(b"..", normalized)
+
+
+def _reply_line(code: int, text: bytes | str) -> str:
+    """"<code> <text>" on one line; a multi-line reply's lines are joined with spaces."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join([str(code), *lines])
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _default_ehlo_name(sock: socket.socket) -> str:
+    """The machine's FQDN when it has one, else its address literal (RFC 5321 4.1.3)."""
+    hostname = socket.gethostname()
+    if "." in hostname and re.fullmatch(r"[A-Za-z0-9.\-]+", hostname):
+        return hostname
+    address = sock.getsockname()[0]
+    return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
+
+
+def _timeout_in(exc: BaseException) -> bool:
+    """smtplib turns a read timeout into SMTPServerDisconnected; the TimeoutError stays chained."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _is_connection_loss(exc: BaseException) -> bool:
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code == 421
+    if _timeout_in(exc):
+        return False  # a hung server is not a closed one: don't pay a second timeout
+    return isinstance(exc, (smtplib.SMTPServerDisconnected, ConnectionError, ssl.SSLEOFError,
+                            ssl.SSLZeroReturnError))
+
+
+def _delivery_error(exc: BaseException, phase: str, settings: SmtpSettings) -> DeliveryError:
+    address = settings.address
+    outcome_unknown = phase == "end of DATA"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        code = exc.smtp_code
+        if code < 100:  # smtplib's -1: not an SMTP reply at all
+            return DeliveryError(
+                f"SMTP server {address} sent a malformed reply to {phase}", transient=False
+            )
+        return DeliveryError(
+            f"SMTP {_reply_line(code, exc.smtp_error)}", transient=400 <= code < 500, code=code
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return DeliveryError(
+            f"TLS certificate verification failed for {address} (checked name "
+            f"'{settings.tls_name}'): {exc.verify_message}; set tlsCaFile to the CA that signed "
+            "the server certificate, or tlsServername to the name on it",
+            transient=False,
+        )
+    if _timeout_in(exc):
+        seconds = {"connect": settings.connection_timeout, "greeting": settings.greeting_timeout}.get(
+            phase, settings.socket_timeout
+        )
+        waiting = {"connect": "while connecting", "greeting": "waiting for the greeting"}.get(
+            phase, f"waiting for the reply to {phase.replace('end of ', '')}"
+        )
+        suffix = f"; {_DATA_OUTCOME_UNKNOWN}" if outcome_unknown else ""
+        return DeliveryError(
+            f"SMTP connection to {address} timed out after {seconds:g}s {waiting}{suffix}",
+            transient=True,
+        )
+    if outcome_unknown and isinstance(exc, (smtplib.SMTPServerDisconnected, OSError)):
+        return DeliveryError(
+            f"SMTP {address}: connection lost during DATA; {_DATA_OUTCOME_UNKNOWN}", transient=True
+        )
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or type(exc).__name__
+        transient = isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError))
+        return DeliveryError(
+            f"TLS with {address} failed during {phase}: {reason}", transient=transient
+        )
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return DeliveryError(
+            f"SMTP connection to {address} closed unexpectedly during {phase}", transient=True
+        )
+    if isinstance(exc, OSError):
+        reason = exc.strerror or type(exc).__name__
+        return DeliveryError(
+            f"SMTP connection to {address} failed during {phase}: {reason}", transient=True
+        )
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return DeliveryError(f"SMTP {address}: {detail} (during {phase})", transient=False)
