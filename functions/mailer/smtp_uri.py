@@ -201,7 +201,7 @@ def _parse_options(query: str) -> dict[str, object]:
     seen: set[str] = set()
     for name, value in pairs:
         if name in seen:
-            raise SmtpConfigError(f"{URI_NAME}: option '{name}' is given more than once")
+            raise SmtpConfigError(f"{URI_NAME}: option {_shown(name)} is given more than once")
         seen.add(name)
         if name in _BOOL_OPTIONS:
             parsed[_BOOL_OPTIONS[name]] = _parse_bool(name, value)
@@ -215,7 +215,7 @@ def _parse_options(query: str) -> dict[str, object]:
             hint = next((known for known in KNOWN_OPTIONS if known.lower() == name.lower()), None)
             did_you_mean = f" (did you mean '{hint}'?)" if hint else ""
             raise SmtpConfigError(
-                f"{URI_NAME}: unknown option '{name}'{did_you_mean}; "
+                f"{URI_NAME}: unknown option {_shown(name)}{did_you_mean}; "
                 f"known options: {', '.join(KNOWN_OPTIONS)}"
             )
     return parsed
@@ -227,32 +227,38 @@ def _parse_bool(name: str, value: str) -> bool:
         return True
     if lowered in ("false", "0"):
         return False
-    raise SmtpConfigError(f"{URI_NAME}: option '{name}' must be true or false, got '{value}'")
+    raise SmtpConfigError(f"{URI_NAME}: option {_shown(name)} must be true or false, got {_shown(value)}")
 
 
 def _parse_positive_int(name: str, value: str) -> int:
     text = value.strip()
     if not text.isascii() or not text.isdigit() or int(text) < 1:
-        raise SmtpConfigError(f"{URI_NAME}: option '{name}' must be a positive integer, got '{value}'")
+        raise SmtpConfigError(f"{URI_NAME}: option {_shown(name)} must be a positive integer, got {_shown(value)}")
     return int(text)
 
 
 def _parse_text(name: str, value: str) -> str:
     text = value.strip()
     if not text:
-        raise SmtpConfigError(f"{URI_NAME}: option '{name}' must not be empty")
+        raise SmtpConfigError(f"{URI_NAME}: option {_shown(name)} must not be empty")
     if name == "authMethod":
         upper = text.upper()
         if upper not in AUTH_METHODS:
             raise SmtpConfigError(
-                f"{URI_NAME}: option 'authMethod' must be one of {', '.join(AUTH_METHODS)}, got '{value}'"
+                f"{URI_NAME}: option 'authMethod' must be one of {', '.join(AUTH_METHODS)}, got {_shown(value)}"
             )
         return upper
     if name in ("name", "tlsServername") and not _HOSTNAME_RE.match(text):
-        raise SmtpConfigError(f"{URI_NAME}: option '{name}' must be a host name, got '{value}'")
+        raise SmtpConfigError(f"{URI_NAME}: option {_shown(name)} must be a host name, got {_shown(value)}")
     if name == "tlsCaFile" and not os.path.isfile(text):
-        raise SmtpConfigError(f"{URI_NAME}: option 'tlsCaFile' names no readable file: '{text}'")
+        raise SmtpConfigError(f"{URI_NAME}: option 'tlsCaFile' names no readable file: {_shown(text)}")
     return text
+
+
+def _shown(value: str) -> str:
+    """A value quoted for an error message: escaped (no line breaks) and kept short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _check_consistency(settings: SmtpSettings) -> None:

@@ -480,7 +480,7 @@ def _build_tls_context(settings: SmtpSettings) -> ssl.SSLContext:
             reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
             raise SmtpConfigError(
                 f"{URI_NAME}: option 'tlsCaFile': cannot load CA certificates from "
-                f"'{settings.tls_ca_file}': {reason}"
+                f"{settings.tls_ca_file!r}: {reason}"
             ) from None
     if not settings.tls_reject_unauthorized:
         context.check_hostname = False
