@@ -1,0 +1,34 @@
+"""The mailer stack: validate the stack's config, build the EmailTrigger component, export outputs."""
+
+from pathlib import Path
+
+import pulumi
+
+from infra.config import NAMESPACE, load_config
+from infra.mailer import EmailTrigger, EmailTriggerArgs
+from infra.source import collect_source
+
+FUNCTION_SOURCE = Path(__file__).resolve().parent / "functions"
+
+# Everything is checked before the first resource is declared, so a bad setting fails the preview.
+config = load_config(pulumi.Config(NAMESPACE), pulumi.Config("gcp"))
+source = collect_source(FUNCTION_SOURCE)
+
+mailer = EmailTrigger(
+    "mailer",
+    EmailTriggerArgs(
+        settings=config.settings,
+        smtp_password=config.smtp_password,
+        source=source,
+        smtp_uri_is_secret=config.smtp_uri_is_secret,
+    ),
+)
+
+pulumi.export("function_name", mailer.function_name)
+pulumi.export("function_uri", mailer.function_uri)
+pulumi.export("trigger_name", mailer.trigger_name)
+pulumi.export("secret_id", mailer.secret_id)
+pulumi.export("runtime_service_account", mailer.runtime_service_account)
+pulumi.export("trigger_service_account", mailer.trigger_service_account)
+pulumi.export("mail_collection", config.settings.mail_collection)
+pulumi.export("database", config.settings.database)

@@ -1,0 +1,1 @@
+"""The mailer's Pulumi components. Packages functions/ but never imports from it."""

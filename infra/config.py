@@ -1,0 +1,386 @@
+"""Stack configuration: read in this one place, validated by a typed model before any resource exists.
+
+Every error names the key as the operator types it (``mailer:smtpConnectionUri``), says what is wrong
+and how to fix it, on one line. ``ConfigError`` is a ``pulumi.RunError``, so ``pulumi preview`` prints
+the message without a stack trace. No message ever echoes the SMTP URI or the password.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+import pulumi
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from infra.locations import FIRESTORE_LOCATIONS, FIRESTORE_MULTI_REGIONS, FUNCTION_REGIONS
+
+NAMESPACE = "mailer"
+PASSWORD_KEY = f"{NAMESPACE}:smtpPassword"
+TTL_EXPIRE_TYPES = ("never", "hour", "day", "week", "month", "year")
+
+# Cloud Run limits for a 2nd-gen function (Cloud Run "CPU limits" / "Memory limits" pages).
+MIN_MEMORY_BYTES = 128 * 2**20
+MAX_MEMORY_BYTES = 32 * 2**30
+WHOLE_CPUS = (1.0, 2.0, 4.0, 6.0, 8.0)
+MIN_FRACTIONAL_CPU = 0.08
+# (memory above this many bytes, CPUs it needs at least)
+CPU_NEEDED_FOR_MEMORY = (
+    (24 * 2**30, 8.0),
+    (16 * 2**30, 6.0),
+    (8 * 2**30, 4.0),
+    (4 * 2**30, 2.0),
+    (1 * 2**30, 1.0),
+    (512 * 2**20, 0.5),
+)
+# (CPUs, memory in bytes they need at least)
+MEMORY_NEEDED_FOR_CPU = ((6.0, 4 * 2**30), (4.0, 2 * 2**30))
+MAX_EVENT_TIMEOUT_SECONDS = 540  # event-driven functions stop at 9 minutes
+MAX_INSTANCES_LIMIT = 1000
+MAX_CONCURRENCY = 1000
+MAX_MESSAGE_BYTES_LIMIT = 64 * 2**20
+
+_MEMORY_UNITS = {"": 1, "k": 1000, "M": 1000**2, "G": 1000**3, "Mi": 2**20, "Gi": 2**30}
+_MEMORY_PATTERN = re.compile(r"^(\d+)(k|M|G|Mi|Gi)?$")
+_PROJECT_PATTERN = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_DATABASE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{2,61}[a-z0-9]$")
+_RUNTIME_PATTERN = re.compile(r"^python3(\d+)$")
+_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,20}[a-z0-9]$")
+_RESERVED_ID = re.compile(r"^__.*__$")
+
+
+class ConfigError(pulumi.RunError, ValueError):
+    """A one-line configuration error that names the offending key."""
+
+
+def _key(name: str) -> str:
+    return f"{NAMESPACE}:{name}"
+
+
+def parse_memory_bytes(value: str) -> int:
+    """Bytes in a Cloud Functions memory string ("256Mi", "1Gi", "512M"); ValueError if malformed."""
+    match = _MEMORY_PATTERN.match(value.strip())
+    if not match:
+        raise ValueError(value)
+    return int(match.group(1)) * _MEMORY_UNITS[match.group(2) or ""]
+
+
+def _check_collection_path(path: str) -> str:
+    segments = path.split("/")
+    if any(segment == "" for segment in segments):
+        raise ValueError("has an empty path segment; write it like mail or tenants/acme/mail (no leading, trailing or double slashes)")
+    if len(segments) % 2 == 0:
+        raise ValueError("names a document, not a collection (a collection path has an odd number of segments, e.g. mail or tenants/acme/mail)")
+    for segment in segments:
+        if _RESERVED_ID.match(segment):
+            raise ValueError(f"uses the reserved id {segment!r} (ids matching __.*__ are reserved by Firestore); pick another name")
+        if segment in (".", ".."):
+            raise ValueError("uses '.' or '..' as an id, which Firestore forbids; pick another name")
+        if any(char in segment for char in "{}*"):
+            raise ValueError("contains '{', '}' or '*', which the trigger's path pattern would read as a wildcard; pick another name")
+        if len(segment.encode()) > 1500:
+            raise ValueError("has an id longer than 1500 bytes; pick a shorter name")
+    return path
+
+
+def _check_address(value: str, example: str) -> str:
+    try:
+        validate_email(value, check_deliverability=False, allow_display_name=True)
+    except EmailNotValidError as error:
+        raise ValueError(f"is not a valid email address ({error}); use e.g. {example}") from None
+    return value
+
+
+class MailerSettings(BaseModel):
+    """Every plain (non-secret) setting of a stack, typed and checked. Aliases are the config keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+    project: str = Field(alias="gcp:project")
+    region: str = Field(alias=_key("region"))
+    firestore_location: str = Field(alias=_key("firestoreLocation"))
+    database: str = Field("(default)", alias=_key("database"))
+    mail_collection: str = Field("mail", alias=_key("mailCollection"))
+    users_collection: Optional[str] = Field(None, alias=_key("usersCollection"))
+    templates_collection: Optional[str] = Field(None, alias=_key("templatesCollection"))
+    smtp_connection_uri: str = Field(alias=_key("smtpConnectionUri"), repr=False)
+    allow_password_in_uri: bool = Field(False, alias=_key("allowPasswordInUri"))
+    default_from: str = Field(alias=_key("defaultFrom"))
+    default_reply_to: Optional[str] = Field(None, alias=_key("defaultReplyTo"))
+    ttl_expire_type: str = Field("never", alias=_key("ttlExpireType"))
+    ttl_expire_value: int = Field(1, alias=_key("ttlExpireValue"))
+    max_message_bytes: int = Field(10 * 2**20, alias=_key("maxMessageBytes"))
+    runtime: str = Field("python312", alias=_key("runtime"))
+    min_instances: int = Field(0, alias=_key("minInstances"))
+    max_instances: int = Field(10, alias=_key("maxInstances"))
+    concurrency: int = Field(1, alias=_key("concurrency"))
+    memory: str = Field("256Mi", alias=_key("memory"))
+    cpu: str = Field("0.167", alias=_key("cpu"))
+    timeout_seconds: int = Field(60, alias=_key("timeoutSeconds"))
+    resource_prefix: str = Field("mailer", alias=_key("resourcePrefix"))
+
+    @field_validator("project")
+    @classmethod
+    def _project_id(cls, value: str) -> str:
+        if not _PROJECT_PATTERN.match(value):
+            raise ValueError("is not a Google Cloud project id (6-30 characters: lowercase letters, digits, hyphens); use the id, not the name or number")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _function_region(cls, value: str) -> str:
+        if value in FIRESTORE_MULTI_REGIONS:
+            raise ValueError(f"is {value!r}, a Firestore multi-region; a function needs a region such as us-central1 (put {value!r} in mailer:firestoreLocation)")
+        if value not in FUNCTION_REGIONS:
+            raise ValueError(f"is {value!r}, not a Cloud Functions (2nd gen) region; use one such as us-central1 or europe-west1 (list in infra/locations.py)")
+        return value
+
+    @field_validator("firestore_location")
+    @classmethod
+    def _firestore_location(cls, value: str) -> str:
+        if value not in FIRESTORE_LOCATIONS:
+            raise ValueError(f"is {value!r}, not a Firestore location; copy the database's location from the console, e.g. nam5, eur3 or us-east1 (list in infra/locations.py)")
+        return value
+
+    @field_validator("database")
+    @classmethod
+    def _database_id(cls, value: str) -> str:
+        if value != "(default)" and not _DATABASE_PATTERN.match(value):
+            raise ValueError("is not a Firestore database id; use (default) or 4-63 lowercase letters, digits and hyphens starting with a letter")
+        return value
+
+    @field_validator("mail_collection", "users_collection", "templates_collection")
+    @classmethod
+    def _collection(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else _check_collection_path(value)
+
+    @field_validator("smtp_connection_uri")
+    @classmethod
+    def _smtp_uri(cls, value: str) -> str:
+        parts = urlsplit(value)
+        scheme = parts.scheme.lower()
+        if scheme not in ("smtp", "smtps"):
+            raise ValueError("must start with smtp:// (STARTTLS, port 587) or smtps:// (implicit TLS, port 465)")
+        if not parts.hostname:
+            raise ValueError("has no host; write it like smtp://user@smtp.example.com:587")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("has a port that is not a number from 1 to 65535; write it like smtp://user@smtp.example.com:587") from None
+        if port is None:
+            raise ValueError("has no port; add :587 for smtp:// (STARTTLS) or :465 for smtps:// (implicit TLS)")
+        if port == 25:
+            raise ValueError("uses port 25, which Google Cloud blocks for outbound traffic; use 587 with smtp:// (STARTTLS) or 465 with smtps:// (implicit TLS)")
+        if scheme == "smtp" and port == 465:
+            raise ValueError("uses smtp:// with port 465, which expects implicit TLS; use smtps:// for 465 (or port 587 for STARTTLS)")
+        if scheme == "smtps" and port == 587:
+            raise ValueError("uses smtps:// with port 587, which expects STARTTLS; use smtp:// for 587 (or port 465 for implicit TLS)")
+        return value
+
+    @field_validator("default_from")
+    @classmethod
+    def _from_address(cls, value: str) -> str:
+        return _check_address(value, '"Acme <noreply@acme.example>"')
+
+    @field_validator("default_reply_to")
+    @classmethod
+    def _reply_to_address(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else _check_address(value, "support@acme.example")
+
+    @field_validator("ttl_expire_type")
+    @classmethod
+    def _ttl_type(cls, value: str) -> str:
+        if value not in TTL_EXPIRE_TYPES:
+            raise ValueError(f"is {value!r}; use one of {', '.join(TTL_EXPIRE_TYPES)}")
+        return value
+
+    @field_validator("ttl_expire_value")
+    @classmethod
+    def _ttl_value(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be a positive whole number (how many mailer:ttlExpireType units a delivered document is kept)")
+        return value
+
+    @field_validator("max_message_bytes")
+    @classmethod
+    def _message_limit(cls, value: int) -> int:
+        if not 1024 <= value <= MAX_MESSAGE_BYTES_LIMIT:
+            raise ValueError(f"must be between 1024 and {MAX_MESSAGE_BYTES_LIMIT} bytes; 10485760 (10 MiB) suits most SMTP servers")
+        return value
+
+    @field_validator("runtime")
+    @classmethod
+    def _python_runtime(cls, value: str) -> str:
+        match = _RUNTIME_PATTERN.match(value)
+        if not match or int(match.group(1)) < 12:
+            raise ValueError(f"is {value!r}; use python312 or newer (e.g. python313)")
+        return value
+
+    @field_validator("min_instances")
+    @classmethod
+    def _min_instances(cls, value: int) -> int:
+        if not 0 <= value <= MAX_INSTANCES_LIMIT:
+            raise ValueError(f"must be between 0 and {MAX_INSTANCES_LIMIT}; 0 lets the function scale to zero")
+        return value
+
+    @field_validator("max_instances")
+    @classmethod
+    def _max_instances(cls, value: int) -> int:
+        if not 1 <= value <= MAX_INSTANCES_LIMIT:
+            raise ValueError(f"must be between 1 and {MAX_INSTANCES_LIMIT}")
+        return value
+
+    @field_validator("concurrency")
+    @classmethod
+    def _concurrency(cls, value: int) -> int:
+        if not 1 <= value <= MAX_CONCURRENCY:
+            raise ValueError(f"must be between 1 and {MAX_CONCURRENCY} requests per instance")
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        try:
+            size = parse_memory_bytes(value)
+        except ValueError:
+            raise ValueError(f"is {value!r}; write a size with unit k, M, G, Mi or Gi, e.g. 256Mi or 1Gi") from None
+        if not MIN_MEMORY_BYTES <= size <= MAX_MEMORY_BYTES:
+            raise ValueError(f"is {value!r}; a function takes 128Mi to 32Gi")
+        return value
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, value: str) -> str:
+        try:
+            cpus = float(value)
+        except ValueError:
+            raise ValueError(f"is {value!r}; use a number of vCPUs such as 0.167, 1 or 2") from None
+        if not (MIN_FRACTIONAL_CPU <= cpus < 1 or cpus in WHOLE_CPUS):
+            raise ValueError(f"is {value!r}; use a fraction from 0.08 to below 1, or 1, 2, 4, 6 or 8")
+        return value
+
+    @field_validator("timeout_seconds")
+    @classmethod
+    def _timeout(cls, value: int) -> int:
+        if not 1 <= value <= MAX_EVENT_TIMEOUT_SECONDS:
+            raise ValueError(f"must be between 1 and {MAX_EVENT_TIMEOUT_SECONDS} seconds (the limit for event-driven functions)")
+        return value
+
+    @field_validator("resource_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not _PREFIX_PATTERN.match(value):
+            raise ValueError("must be 3-22 lowercase letters, digits or hyphens, starting with a letter (it prefixes service account ids)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "MailerSettings":
+        if self.has_password_in_uri and not self.allow_password_in_uri:
+            raise ValueError(
+                f"{_key('smtpConnectionUri')} contains a password; remove it from the URI and run "
+                f"`pulumi config set --secret {PASSWORD_KEY}` (or set {_key('allowPasswordInUri')} true to keep it there)"
+            )
+        if self.min_instances > self.max_instances:
+            raise ValueError(
+                f"{_key('minInstances')} ({self.min_instances}) is greater than {_key('maxInstances')} "
+                f"({self.max_instances}); lower the first or raise the second"
+            )
+        cpus, memory = float(self.cpu), parse_memory_bytes(self.memory)
+        if self.concurrency > 1 and cpus < 1:
+            raise ValueError(
+                f"{_key('concurrency')} is {self.concurrency} but {_key('cpu')} is {self.cpu}; "
+                f"concurrency above 1 needs at least 1 vCPU: set {_key('cpu')} to 1 or {_key('concurrency')} to 1"
+            )
+        for threshold, needed in CPU_NEEDED_FOR_MEMORY:
+            if memory > threshold and cpus < needed:
+                raise ValueError(
+                    f"{_key('memory')} {self.memory} needs at least {needed:g} vCPU but {_key('cpu')} is {self.cpu}; "
+                    f"raise {_key('cpu')} or lower {_key('memory')}"
+                )
+        for cpu_floor, needed_memory in MEMORY_NEEDED_FOR_CPU:
+            if cpus >= cpu_floor and memory < needed_memory:
+                raise ValueError(
+                    f"{_key('cpu')} {self.cpu} needs at least {needed_memory // 2**30}Gi of memory but "
+                    f"{_key('memory')} is {self.memory}; raise {_key('memory')} or lower {_key('cpu')}"
+                )
+        return self
+
+    @property
+    def has_password_in_uri(self) -> bool:
+        return urlsplit(self.smtp_connection_uri).password is not None
+
+    @property
+    def ttl_enabled(self) -> bool:
+        return self.ttl_expire_type != "never"
+
+    @property
+    def mail_collection_group(self) -> str:
+        """The collection id a TTL policy applies to (Firestore TTL works per collection group)."""
+        return self.mail_collection.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """What the program needs from a stack: the checked settings and the password as a secret Output."""
+
+    settings: MailerSettings
+    smtp_password: pulumi.Output[str]
+    smtp_uri_is_secret: bool
+
+
+def _describe(error: Any) -> str:
+    """One line for one pydantic error, naming the key as the operator types it."""
+    key = str(error["loc"][0]) if error["loc"] else ""
+    if error["type"] == "missing":
+        return f"{key} is not set; run `pulumi config set {key} <value>`"
+    if error["type"] == "value_error":
+        text = str(error["ctx"]["error"])
+        return f"{key} {text}" if key else text
+    return f"{key}: {error['msg'].lower()}; run `pulumi config set {key} <value>` with a valid value"
+
+
+def _read_settings(namespaces: dict[str, pulumi.Config]) -> dict[str, str]:
+    raw: dict[str, str] = {}
+    for field in MailerSettings.model_fields.values():
+        assert field.alias is not None
+        namespace, name = field.alias.split(":", 1)
+        value = namespaces[namespace].get(name)
+        # An empty value (e.g. an unset optional default in Pulumi.yaml) means "not set".
+        if value is not None and value.strip() != "":
+            raw[field.alias] = value.strip()
+    return raw
+
+
+def _password_problem(mailer_config: pulumi.Config) -> Optional[str]:
+    # Only presence is checked here; the value itself is read below with require_secret.
+    if not mailer_config.get("smtpPassword"):
+        return f"{PASSWORD_KEY} is not set; run `pulumi config set --secret {PASSWORD_KEY}` and type the SMTP password when asked"
+    if not pulumi.runtime.is_config_secret(PASSWORD_KEY):
+        return (
+            f"{PASSWORD_KEY} is stored in plain text in the stack file; run `pulumi config rm {PASSWORD_KEY}` "
+            f"and then `pulumi config set --secret {PASSWORD_KEY}`"
+        )
+    return None
+
+
+def load_config(mailer_config: pulumi.Config, gcp_config: pulumi.Config) -> StackConfig:
+    """Read and validate the whole stack configuration; raise ConfigError naming every bad key."""
+    problems: list[str] = []
+    settings: Optional[MailerSettings] = None
+    try:
+        settings = MailerSettings.model_validate(_read_settings({NAMESPACE: mailer_config, "gcp": gcp_config}))
+    except ValidationError as error:
+        problems.extend(_describe(item) for item in error.errors())
+    password_problem = _password_problem(mailer_config)
+    if password_problem:
+        problems.append(password_problem)
+    if problems or settings is None:
+        raise ConfigError("; ".join(problems))
+    return StackConfig(
+        settings=settings,
+        smtp_password=mailer_config.require_secret("smtpPassword"),
+        smtp_uri_is_secret=settings.has_password_in_uri or pulumi.runtime.is_config_secret(_key("smtpConnectionUri")),
+    )

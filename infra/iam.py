@@ -1,0 +1,76 @@
+"""Least-privilege identities: additive *IAMMember grants only, each scoped as narrowly as GCP allows.
+
+Project-wide grants are limited to the three roles that have no narrower scope: datastore.user
+(Firestore access is granted per project), eventarc.eventReceiver and the Eventarc service agent role.
+The secret and the Cloud Run service are granted on the resource itself.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pulumi
+import pulumi_gcp as gcp
+
+ROLE_DATASTORE_USER = "roles/datastore.user"
+ROLE_SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
+ROLE_EVENT_RECEIVER = "roles/eventarc.eventReceiver"
+ROLE_EVENTARC_AGENT = "roles/eventarc.serviceAgent"
+ROLE_RUN_INVOKER = "roles/run.invoker"
+
+
+def service_account_member(email: pulumi.Input[str]) -> pulumi.Output[str]:
+    return pulumi.Output.from_input(email).apply(lambda address: f"serviceAccount:{address}")
+
+
+def create_service_account(
+    name: str, project: str, account_id: str, purpose: str, opts: pulumi.ResourceOptions
+) -> gcp.serviceaccount.Account:
+    return gcp.serviceaccount.Account(
+        name, project=project, account_id=account_id, display_name=purpose, description=purpose, opts=opts
+    )
+
+
+def grant_project_role(
+    name: str, project: str, role: str, member: pulumi.Input[str], opts: pulumi.ResourceOptions
+) -> gcp.projects.IAMMember:
+    return gcp.projects.IAMMember(name, project=project, role=role, member=member, opts=opts)
+
+
+def grant_secret_access(
+    name: str, project: str, secret: gcp.secretmanager.Secret, member: pulumi.Input[str], opts: pulumi.ResourceOptions
+) -> gcp.secretmanager.SecretIamMember:
+    return gcp.secretmanager.SecretIamMember(
+        name, project=project, secret_id=secret.secret_id, role=ROLE_SECRET_ACCESSOR, member=member, opts=opts
+    )
+
+
+def grant_eventarc_agent(
+    name: str, project: str, opts: pulumi.ResourceOptions
+) -> tuple[gcp.projects.ServiceIdentity, gcp.projects.IAMMember]:
+    """Create the Eventarc service agent now (it otherwise appears lazily) and give it its role, so the
+    first Firestore trigger does not fail with "Permission denied while using the Eventarc Service Agent"."""
+    agent = gcp.projects.ServiceIdentity(name, project=project, service="eventarc.googleapis.com", opts=opts)
+    binding = grant_project_role(f"{name}-role", project, ROLE_EVENTARC_AGENT, service_account_member(agent.email), opts)
+    return agent, binding
+
+
+def grant_invoker_on_service(
+    resource_name: str,
+    project: str,
+    location: str,
+    service: pulumi.Input[str],
+    member: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+    depends_on: Sequence[pulumi.Resource] = (),
+) -> gcp.cloudrunv2.ServiceIamMember:
+    """run.invoker on one Cloud Run service (the function's own), not on the project."""
+    return gcp.cloudrunv2.ServiceIamMember(
+        resource_name,
+        project=project,
+        location=location,
+        name=service,
+        role=ROLE_RUN_INVOKER,
+        member=member,
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=list(depends_on))),
+    )

@@ -1,0 +1,239 @@
+"""EmailTrigger: everything that turns "a document lands in the mail collection" into "an email is sent".
+
+Children (all parented to the component): the APIs, the SMTP password secret, the runtime and trigger
+service accounts with their grants, the source bucket and archive, the 2nd-gen function with its
+Firestore trigger, and (when TTL is on) the Firestore TTL policy on ``delivery.expireAt``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_gcp as gcp
+
+from infra import iam
+from infra.apis import enable_apis
+from infra.config import MailerSettings
+from infra.source import SourceBundle
+
+ENTRY_POINT = "process_mail"
+# `created`, not `written`/`updated`: the function writes `delivery` back into the same document, and
+# with those types each status write would invoke it again (4 invocations per email, as the Firebase
+# extension does). With `created` every email costs exactly one invocation.
+EVENT_TYPE = "google.cloud.firestore.document.v1.created"
+RETRY_POLICY = "RETRY_POLICY_RETRY"
+INGRESS = "ALLOW_INTERNAL_ONLY"
+TTL_FIELD = "delivery.expireAt"
+LABELS = {"app": "mailer", "managed-by": "pulumi"}
+
+
+@dataclass(frozen=True)
+class EmailTriggerArgs:
+    """Inputs of the EmailTrigger component."""
+
+    settings: MailerSettings
+    smtp_password: pulumi.Input[str]
+    source: SourceBundle
+    # True when the URI itself carries a password or was set with --secret: keep it secret in state.
+    smtp_uri_is_secret: bool = False
+
+
+def document_pattern(collection: str) -> str:
+    return f"{collection}/{{docId}}"
+
+
+def function_environment(settings: MailerSettings, smtp_uri: pulumi.Input[str]) -> dict[str, pulumi.Input[str]]:
+    """The plain environment the function reads; optional settings that are unset are left out."""
+    environment: dict[str, pulumi.Input[str]] = {
+        "SMTP_CONNECTION_URI": smtp_uri,
+        "DEFAULT_FROM": settings.default_from,
+        "MAIL_COLLECTION": settings.mail_collection,
+        "TTL_EXPIRE_TYPE": settings.ttl_expire_type,
+        "TTL_EXPIRE_VALUE": str(settings.ttl_expire_value),
+        "DATABASE": settings.database,
+        "GOOGLE_CLOUD_PROJECT": settings.project,
+        "MAX_MESSAGE_BYTES": str(settings.max_message_bytes),
+    }
+    optional = {
+        "DEFAULT_REPLY_TO": settings.default_reply_to,
+        "USERS_COLLECTION": settings.users_collection,
+        "TEMPLATES_COLLECTION": settings.templates_collection,
+    }
+    environment.update({name: value for name, value in optional.items() if value is not None})
+    return environment
+
+
+class EmailTrigger(pulumi.ComponentResource):
+    """A Firestore-triggered 2nd-gen Cloud Function that sends each new mail document over SMTP."""
+
+    function: gcp.cloudfunctionsv2.Function
+    secret: gcp.secretmanager.Secret
+    secret_version: gcp.secretmanager.SecretVersion
+    runtime_account: gcp.serviceaccount.Account
+    trigger_account: gcp.serviceaccount.Account
+    source_object: gcp.storage.BucketObject
+    ttl_policy: Optional[gcp.firestore.Field]
+
+    def __init__(self, name: str, args: EmailTriggerArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("mailer:index:EmailTrigger", name, None, opts)
+        settings, project = args.settings, args.settings.project
+        prefix = settings.resource_prefix
+        child = pulumi.ResourceOptions(parent=self)
+
+        apis = enable_apis(name, project, self)
+
+        def after(*services: str) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, depends_on=[apis[s] for s in services])
+
+        # The SMTP password lives only in Secret Manager; state keeps it encrypted (secret Output).
+        self.secret = gcp.secretmanager.Secret(
+            f"{name}-smtp-password",
+            project=project,
+            secret_id=f"{prefix}-smtp-password",
+            replication={"auto": {}},
+            labels=LABELS,
+            opts=after("secretmanager"),
+        )
+        self.secret_version = gcp.secretmanager.SecretVersion(
+            f"{name}-smtp-password-version",
+            secret=self.secret.id,
+            secret_data=pulumi.Output.secret(args.smtp_password),
+            opts=child,
+        )
+
+        self.runtime_account = iam.create_service_account(
+            f"{name}-runtime", project, f"{prefix}-runtime", "Runs the mailer function", after("iam")
+        )
+        self.trigger_account = iam.create_service_account(
+            f"{name}-trigger", project, f"{prefix}-trigger", "Delivers Firestore events to the mailer function", after("iam")
+        )
+        runtime_member = iam.service_account_member(self.runtime_account.email)
+        trigger_member = iam.service_account_member(self.trigger_account.email)
+
+        bindings = [
+            iam.grant_project_role(f"{name}-runtime-datastore", project, iam.ROLE_DATASTORE_USER, runtime_member, child),
+            iam.grant_secret_access(f"{name}-runtime-secret", project, self.secret, runtime_member, child),
+            iam.grant_project_role(f"{name}-trigger-receiver", project, iam.ROLE_EVENT_RECEIVER, trigger_member, child),
+        ]
+        _, agent_binding = iam.grant_eventarc_agent(f"{name}-eventarc-agent", project, after("eventarc"))
+        bindings.append(agent_binding)
+
+        bucket = gcp.storage.Bucket(
+            f"{name}-source",
+            project=project,
+            location=settings.region,
+            uniform_bucket_level_access=True,
+            public_access_prevention="enforced",
+            # Holds nothing but our own archives, so teardown may empty it.
+            force_destroy=True,
+            labels=LABELS,
+            opts=child,
+        )
+        self.source_object = gcp.storage.BucketObject(
+            f"{name}-source-archive",
+            bucket=bucket.name,
+            name=args.source.object_name,
+            source=args.source.archive(),
+            content_type="application/zip",
+            opts=child,
+        )
+
+        smtp_uri: pulumi.Input[str] = (
+            pulumi.Output.secret(settings.smtp_connection_uri) if args.smtp_uri_is_secret else settings.smtp_connection_uri
+        )
+        self.function = gcp.cloudfunctionsv2.Function(
+            f"{name}-function",
+            project=project,
+            location=settings.region,
+            name=f"{prefix}-send-mail",
+            description="Sends an email for each document created in the mail collection",
+            labels=LABELS,
+            build_config={
+                "runtime": settings.runtime,
+                "entry_point": ENTRY_POINT,
+                "source": {"storage_source": {"bucket": bucket.name, "object": self.source_object.name}},
+            },
+            service_config={
+                "service_account_email": self.runtime_account.email,
+                "ingress_settings": INGRESS,
+                "all_traffic_on_latest_revision": True,
+                "min_instance_count": settings.min_instances,
+                "max_instance_count": settings.max_instances,
+                "max_instance_request_concurrency": settings.concurrency,
+                "available_memory": settings.memory,
+                "available_cpu": settings.cpu,
+                "timeout_seconds": settings.timeout_seconds,
+                "environment_variables": function_environment(settings, smtp_uri),
+                "secret_environment_variables": [
+                    {
+                        "key": "SMTP_PASSWORD",
+                        "project_id": project,
+                        "secret": self.secret.secret_id,
+                        # The numeric version, not "latest": a new password rolls a new revision.
+                        "version": self.secret_version.version,
+                    }
+                ],
+            },
+            event_trigger={
+                "event_type": EVENT_TYPE,
+                "trigger_region": settings.firestore_location,
+                "retry_policy": RETRY_POLICY,
+                "service_account_email": self.trigger_account.email,
+                "event_filters": [
+                    {"attribute": "database", "value": settings.database},
+                    {
+                        "attribute": "document",
+                        "value": document_pattern(settings.mail_collection),
+                        "operator": "match-path-pattern",
+                    },
+                ],
+            },
+            # Waiting for the grants avoids the first-deploy race where Eventarc or the runtime
+            # account is used before its role exists.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*apis.values(), *bindings]),
+        )
+
+        # Only the function's own Cloud Run service, which exists once the function does.
+        iam.grant_invoker_on_service(
+            f"{name}-trigger-invoker",
+            project,
+            settings.region,
+            self.function.service_config.apply(lambda config: config.service if config else None),
+            trigger_member,
+            child,
+        )
+
+        self.ttl_policy = None
+        if settings.ttl_enabled:
+            # TTL works per collection group; index_config={} keeps Firestore from indexing the
+            # timestamp (Google's advice for TTL fields, and no extra index cost).
+            self.ttl_policy = gcp.firestore.Field(
+                f"{name}-mail-ttl",
+                project=project,
+                database=settings.database,
+                collection=settings.mail_collection_group,
+                field=TTL_FIELD,
+                ttl_config={},
+                index_config={},
+                opts=after("firestore"),
+            )
+
+        self.function_name = self.function.name
+        self.function_uri = self.function.url
+        self.trigger_name = self.function.event_trigger.apply(lambda trigger: trigger.trigger if trigger else None)
+        self.secret_id = self.secret.secret_id
+        self.runtime_service_account = self.runtime_account.email
+        self.trigger_service_account = self.trigger_account.email
+        self.register_outputs(
+            {
+                "function_name": self.function_name,
+                "function_uri": self.function_uri,
+                "trigger_name": self.trigger_name,
+                "secret_id": self.secret_id,
+                "runtime_service_account": self.runtime_service_account,
+                "trigger_service_account": self.trigger_service_account,
+                "source_object": self.source_object.name,
+            }
+        )

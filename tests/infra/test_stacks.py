@@ -1,0 +1,277 @@
+"""__main__.py run under Pulumi mocks against every stack file in stacks/ (plus a test password)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+import pytest
+import yaml
+
+from infra.apis import REQUIRED_APIS
+from infra.config import ConfigError, MailerSettings
+from infra.source import collect_source
+from tests.infra.conftest import (
+    PROJECT_FILE,
+    PROJECT_NUMBER,
+    REPO_ROOT,
+    STACK_FILES,
+    TEST_PASSWORD,
+    PulumiHarness,
+    StackRun,
+    is_secret,
+    plain_occurrences,
+    stack_config,
+    stack_name,
+)
+
+FUNCTION = "gcp:cloudfunctionsv2/function:Function"
+PROJECT_MEMBER = "gcp:projects/iAMMember:IAMMember"
+SECRET_MEMBER = "gcp:secretmanager/secretIamMember:SecretIamMember"
+SERVICE_MEMBER = "gcp:cloudrunv2/serviceIamMember:ServiceIamMember"
+EVENTARC_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-eventarc.iam.gserviceaccount.com"
+
+
+def settings_for(stack_file: Path) -> MailerSettings:
+    values = {key: value for key, value in stack_config(stack_file).items() if value != ""}
+    return MailerSettings.model_validate(values)
+
+
+def accounts(run: StackRun, settings: MailerSettings) -> tuple[str, str]:
+    """The (runtime, trigger) members, as the mocked provider computed the emails."""
+    domain = f"{settings.project}.iam.gserviceaccount.com"
+    prefix = settings.resource_prefix
+    return f"serviceAccount:{prefix}-runtime@{domain}", f"serviceAccount:{prefix}-trigger@{domain}"
+
+
+def test_there_are_dev_and_prod_stacks() -> None:
+    assert {"dev", "prod"} <= {stack_name(path) for path in STACK_FILES}
+
+
+def test_stack_files_use_only_declared_keys_and_hold_no_secret(stack_file: Path) -> None:
+    declared = {f"mailer:{key}" for key in yaml.safe_load(PROJECT_FILE.read_text())["config"]}
+    values = yaml.safe_load(stack_file.read_text())["config"]
+    assert "gcp:project" in values
+    undeclared = {key for key in values if key.startswith("mailer:") and key not in declared}
+    assert undeclared == set()
+    assert "mailer:smtpPassword" not in values
+    assert "secure:" not in stack_file.read_text()
+
+
+def test_project_file_declares_exactly_the_settings_the_program_reads() -> None:
+    declared = yaml.safe_load(PROJECT_FILE.read_text())["config"]
+    model_keys = {field.alias for field in MailerSettings.model_fields.values() if field.alias.startswith("mailer:")}
+    assert {f"mailer:{key}" for key in declared} == model_keys | {"mailer:smtpPassword"}
+    assert declared["smtpPassword"].get("secret") is True and "default" not in declared["smtpPassword"]
+    for key, spec in declared.items():
+        assert spec["type"] in ("string", "integer", "boolean") and spec["description"], key
+
+
+def test_project_defaults_match_the_model_defaults() -> None:
+    declared = yaml.safe_load(PROJECT_FILE.read_text())["config"]
+    for field_name, field in MailerSettings.model_fields.items():
+        name = field.alias.removeprefix("mailer:")
+        if field.is_required():
+            assert "default" not in declared.get(name, {}), name
+            continue
+        yaml_default = declared[name]["default"]
+        expected = None if yaml_default == "" else yaml_default
+        assert field.default == expected, field_name
+
+
+def test_program_exports_the_outputs(stack_run: StackRun, stack_file: Path) -> None:
+    settings = settings_for(stack_file)
+    prefix, project, region = settings.resource_prefix, settings.project, settings.region
+    assert stack_run.exports == {
+        "function_name": f"{prefix}-send-mail",
+        "function_uri": f"https://{region}-{project}.cloudfunctions.net/{prefix}-send-mail",
+        "trigger_name": f"projects/{project}/locations/{settings.firestore_location}/triggers/{prefix}-send-mail-552211",
+        "secret_id": f"{prefix}-smtp-password",
+        "runtime_service_account": f"{prefix}-runtime@{project}.iam.gserviceaccount.com",
+        "trigger_service_account": f"{prefix}-trigger@{project}.iam.gserviceaccount.com",
+        "mail_collection": settings.mail_collection,
+        "database": settings.database,
+    }
+
+
+def test_required_apis_are_enabled_and_left_on_at_destroy(stack_run: StackRun, stack_file: Path) -> None:
+    services = stack_run.of_type("gcp:projects/service:Service")
+    assert {s.inputs["service"] for s in services} >= {
+        f"{api}.googleapis.com"
+        for api in ("cloudfunctions", "run", "eventarc", "cloudbuild", "artifactregistry", "secretmanager", "firestore", "pubsub")
+    }
+    assert len(services) == len(REQUIRED_APIS)
+    for service in services:
+        assert service.inputs["disableOnDestroy"] is False
+        assert service.inputs["project"] == settings_for(stack_file).project
+
+
+def test_iam_grants_are_exactly_the_least_privilege_set(stack_run: StackRun, stack_file: Path) -> None:
+    settings = settings_for(stack_file)
+    runtime, trigger = accounts(stack_run, settings)
+
+    project_grants = {(r.inputs["project"], r.inputs["role"], r.inputs["member"]) for r in stack_run.of_type(PROJECT_MEMBER)}
+    assert project_grants == {
+        (settings.project, "roles/datastore.user", runtime),
+        (settings.project, "roles/eventarc.eventReceiver", trigger),
+        (settings.project, "roles/eventarc.serviceAgent", EVENTARC_AGENT),
+    }
+
+    secret = stack_run.one("gcp:secretmanager/secret:Secret")
+    secret_grant = stack_run.one(SECRET_MEMBER)
+    assert (secret_grant.inputs["role"], secret_grant.inputs["member"]) == ("roles/secretmanager.secretAccessor", runtime)
+    assert secret_grant.inputs["secretId"] == secret.inputs["secretId"]
+
+    invoker = stack_run.one(SERVICE_MEMBER)
+    function = stack_run.one(FUNCTION).inputs
+    assert (invoker.inputs["role"], invoker.inputs["member"]) == ("roles/run.invoker", trigger)
+    assert invoker.inputs["name"] == f"projects/{settings.project}/locations/{settings.region}/services/{function['name']}"
+    assert invoker.inputs["location"] == settings.region
+
+
+def test_no_authoritative_or_broad_iam_anywhere(stack_run: StackRun) -> None:
+    iam_types = {r.type for r in stack_run.registrations if "iam" in r.type.lower() and r.type != "gcp:serviceaccount/account:Account"}
+    assert iam_types == {PROJECT_MEMBER, SECRET_MEMBER, SERVICE_MEMBER}
+    roles = [r.inputs.get("role") for r in stack_run.registrations if "role" in r.inputs]
+    assert not {"roles/owner", "roles/editor", "roles/viewer"} & set(roles)
+    assert len(roles) == 5
+
+
+def test_password_is_secret_in_state_and_plain_nowhere(stack_run: StackRun) -> None:
+    version = stack_run.one("gcp:secretmanager/secretVersion:SecretVersion")
+    assert is_secret(version.raw["secretData"])
+    assert version.raw["secretData"]["value"] == TEST_PASSWORD
+    leaks = {r.name: plain_occurrences(r.raw, TEST_PASSWORD) for r in stack_run.registrations}
+    assert {name: paths for name, paths in leaks.items() if paths} == {}
+    assert plain_occurrences(stack_run.exports, TEST_PASSWORD) == []
+
+
+def test_trigger_fires_once_per_created_document_in_the_database_location(stack_run: StackRun, stack_file: Path) -> None:
+    settings = settings_for(stack_file)
+    _, trigger = accounts(stack_run, settings)
+    function = stack_run.one(FUNCTION).inputs
+    assert function["location"] == settings.region
+    assert function["eventTrigger"] == {
+        "eventType": "google.cloud.firestore.document.v1.created",
+        "triggerRegion": settings.firestore_location,
+        "retryPolicy": "RETRY_POLICY_RETRY",
+        "serviceAccountEmail": trigger.removeprefix("serviceAccount:"),
+        "eventFilters": [
+            {"attribute": "database", "value": settings.database},
+            {"attribute": "document", "value": f"{settings.mail_collection}/{{docId}}", "operator": "match-path-pattern"},
+        ],
+    }
+
+
+def test_function_settings_follow_the_stack_config(pulumi_mocks: PulumiHarness, stack_run: StackRun, stack_file: Path) -> None:
+    settings = settings_for(stack_file)
+    runtime, _ = accounts(stack_run, settings)
+    function = stack_run.one(FUNCTION).inputs
+    assert function["buildConfig"]["runtime"] == settings.runtime
+    assert function["buildConfig"]["entryPoint"] == "process_mail"
+    service = function["serviceConfig"]
+    assert service["serviceAccountEmail"] == runtime.removeprefix("serviceAccount:")
+    assert service["ingressSettings"] == "ALLOW_INTERNAL_ONLY"
+    assert service["minInstanceCount"] == settings.min_instances
+    assert service["maxInstanceCount"] == settings.max_instances
+    assert service["maxInstanceRequestConcurrency"] == settings.concurrency
+    assert service["availableMemory"] == settings.memory
+    assert service["availableCpu"] == settings.cpu
+    assert service["timeoutSeconds"] == settings.timeout_seconds
+
+    expected_env = {
+        "SMTP_CONNECTION_URI": settings.smtp_connection_uri,
+        "DEFAULT_FROM": settings.default_from,
+        "MAIL_COLLECTION": settings.mail_collection,
+        "TTL_EXPIRE_TYPE": settings.ttl_expire_type,
+        "TTL_EXPIRE_VALUE": str(settings.ttl_expire_value),
+        "DATABASE": settings.database,
+        "GOOGLE_CLOUD_PROJECT": settings.project,
+        "MAX_MESSAGE_BYTES": str(settings.max_message_bytes),
+    }
+    for name, value in (
+        ("DEFAULT_REPLY_TO", settings.default_reply_to),
+        ("USERS_COLLECTION", settings.users_collection),
+        ("TEMPLATES_COLLECTION", settings.templates_collection),
+    ):
+        if value is not None:
+            expected_env[name] = value
+    assert service["environmentVariables"] == expected_env
+
+    secret = stack_run.one("gcp:secretmanager/secret:Secret")
+    version_state = next(
+        r.state for r in pulumi_mocks.monitor.resources.values() if r.urn == stack_run.one("gcp:secretmanager/secretVersion:SecretVersion").urn
+    )
+    assert version_state["version"].isdigit()
+    assert service["secretEnvironmentVariables"] == [
+        {"key": "SMTP_PASSWORD", "projectId": settings.project, "secret": secret.inputs["secretId"], "version": version_state["version"]}
+    ]
+
+
+def test_function_waits_for_its_grants_and_apis(stack_run: StackRun) -> None:
+    function = stack_run.one(FUNCTION)
+    grants_before = [r for r in stack_run.of_type(PROJECT_MEMBER)] + stack_run.of_type(SECRET_MEMBER)
+    assert len(grants_before) == 4
+    assert {r.urn for r in grants_before} <= set(function.dependencies)
+    assert {r.urn for r in stack_run.of_type("gcp:projects/service:Service")} <= set(function.dependencies)
+    # The invoker grant needs the function's service, so it comes after the function.
+    assert function.urn in stack_run.one(SERVICE_MEMBER).dependencies
+
+
+def test_every_resource_is_a_child_of_the_component(stack_run: StackRun) -> None:
+    component = stack_run.one("mailer:index:EmailTrigger")
+    children = [r for r in stack_run.registrations if r is not component]
+    assert children and all(r.parent == component.urn for r in children)
+
+
+def test_source_is_private_and_named_by_content(stack_run: StackRun) -> None:
+    bundle = collect_source(REPO_ROOT / "functions")
+    bucket = stack_run.one("gcp:storage/bucket:Bucket").inputs
+    assert bucket["uniformBucketLevelAccess"] is True
+    assert bucket["publicAccessPrevention"] == "enforced"
+    archive = stack_run.one("gcp:storage/bucketObject:BucketObject").inputs
+    assert archive["name"] == bundle.object_name
+    assert isinstance(archive["source"], pulumi.AssetArchive)
+    assert sorted(archive["source"].assets) == list(bundle.files)
+    storage = stack_run.one(FUNCTION).inputs["buildConfig"]["source"]["storageSource"]
+    assert storage == {"bucket": "mailer-source-8f3a2c1", "object": bundle.object_name}
+
+
+def test_ttl_policy_follows_the_stack(stack_run: StackRun, stack_file: Path) -> None:
+    settings = settings_for(stack_file)
+    fields = stack_run.of_type("gcp:firestore/field:Field")
+    if not settings.ttl_enabled:
+        assert fields == []
+        return
+    assert len(fields) == 1
+    ttl = fields[0].inputs
+    assert (ttl["collection"], ttl["field"], ttl["database"]) == (settings.mail_collection_group, "delivery.expireAt", settings.database)
+    assert ttl["ttlConfig"] == {} and ttl["indexConfig"] == {}
+
+
+def test_missing_password_fails_naming_the_key(pulumi_mocks: PulumiHarness, stack_file: Path) -> None:
+    pulumi_mocks.install(stack_name(stack_file), stack_config(stack_file), [], preview=True)
+    with pytest.raises(ConfigError) as raised:
+        pulumi_mocks.run_main()
+    message = str(raised.value)
+    assert "mailer:smtpPassword" in message and "pulumi config set --secret mailer:smtpPassword" in message
+    assert "\n" not in message
+    assert pulumi_mocks.monitor.registrations == []
+
+
+def test_plain_text_password_is_refused(pulumi_mocks: PulumiHarness, stack_file: Path) -> None:
+    config = {**stack_config(stack_file), "mailer:smtpPassword": TEST_PASSWORD}
+    pulumi_mocks.install(stack_name(stack_file), config, [], preview=True)
+    with pytest.raises(ConfigError) as raised:
+        pulumi_mocks.run_main()
+    assert "mailer:smtpPassword is stored in plain text" in str(raised.value)
+    assert TEST_PASSWORD not in str(raised.value)
+    assert pulumi_mocks.monitor.registrations == []
+
+
+def test_invalid_setting_fails_at_preview_before_any_resource(pulumi_mocks: PulumiHarness, stack_file: Path) -> None:
+    config = {**stack_config(stack_file), "mailer:smtpPassword": TEST_PASSWORD, "mailer:region": "nam5"}
+    pulumi_mocks.install(stack_name(stack_file), config, ["mailer:smtpPassword"], preview=True)
+    with pytest.raises(ConfigError, match="^mailer:region is 'nam5', a Firestore multi-region"):
+        pulumi_mocks.run_main()
+    assert pulumi_mocks.monitor.registrations == []
