@@ -13,6 +13,7 @@ function sendJson(res, status, body) {
 function streamChanges(req, res, feed) {
   const unsubscribe = feed.subscribe((line) => res.write(line));
   res.on("close", unsubscribe);
+  res.on("error", unsubscribe); // a subscriber that vanished mid-write must not crash the server
   // Headers go out only once subscribed: a client that has them sees every later commit.
   res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
   res.flushHeaders();

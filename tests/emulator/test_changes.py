@@ -119,3 +119,18 @@ def test_every_subscriber_sees_every_change(firestore_emulator, ref):
 
     assert seen_first == seen_second
     assert [r["kind"] for r in seen_first] == ["created", "updated"]
+
+
+def test_records_name_their_database(firestore_emulator, unique_collection):
+    client = firestore_emulator.client(database="other-db")
+    try:
+        ref = client.collection(unique_collection).document("m1")
+        with firestore_emulator.changes() as feed:
+            ref.set({"n": 1})
+            change = next_change_for(feed, f"{unique_collection}/m1")
+    finally:
+        client.close()
+
+    assert change["database"] == "other-db"
+    assert change["document"] == f"projects/{firestore_emulator.project}/databases/other-db/documents/{unique_collection}/m1"
+    assert decode(change["new"]).name == change["document"]
