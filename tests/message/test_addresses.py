@@ -156,3 +156,9 @@ def test_mailbox_built_directly_is_validated_and_normalized() -> None:
         Mailbox("Ada\r\nBcc: evil@x.com", "ada@example.com")
     with pytest.raises(AddressError, match="encoded-word"):
         Mailbox("=?utf-8?q?x?=", "ada@example.com")
+
+
+@pytest.mark.parametrize("addr_spec", ['"a b"@example.com', "a@[127.0.0.1]", "a@[IPv6:::1]"])
+def test_mailbox_refuses_quoted_local_parts_and_ip_literals(addr_spec: str) -> None:
+    with pytest.raises(AddressError, match="is not a valid email address"):
+        Mailbox("", addr_spec)
