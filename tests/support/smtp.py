@@ -100,7 +100,8 @@ class AuthAttempt:
 
 class SmtpTestServer:
     """One running aiosmtpd server plus everything it observed. Lists are appended from the
-    server's thread before it replies, so they are complete once the client has its reply."""
+    server's thread before it replies, so they are complete once the client has its reply.
+    `behaviour` is read at every command, so a test may assign a new Behaviour between sends."""
 
     def __init__(
         self,
@@ -210,9 +211,14 @@ class SmtpTestServer:
         for session in victims:
             future = asyncio.run_coroutine_threadsafe(session.hang_up(reply), self._controller.loop)
             future.result(timeout=5)
+        if not self.wait_until_no_connections():
+            raise RuntimeError("test SMTP server could not close its sessions")
+
+    def wait_until_no_connections(self, timeout: float = 5.0) -> bool:
+        """Wait until the server has seen every session end (a client's close reaches the server
+        a moment after the client returns). True when none is open."""
         with self._lost:
-            if not self._lost.wait_for(lambda: self.active_connections == 0, timeout=5):
-                raise RuntimeError("test SMTP server could not close its sessions")
+            return self._lost.wait_for(lambda: self.active_connections == 0, timeout=timeout)
 
     # -- called from the server thread -----------------------------------------------------------
 
@@ -285,12 +291,20 @@ class _ScriptedSMTP(SMTP):
         await super().push(status)
 
     async def hang_up(self, reply: str | None) -> None:
-        """Optionally reply, then close; the session's command loop is cancelled by the close."""
+        """Optionally reply, then drop the TCP connection at once, as a server process does when it
+        exits (a TLS close would wait for the client's close_notify). The session's command loop
+        is cancelled when the loss is noticed."""
         if self.transport is None:
             return
         if reply:
             await super().push(reply)
+        raw = self.transport.get_extra_info("socket")
         self.transport.close()
+        if raw is not None:
+            try:
+                raw.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already gone
 
     @property
     def encrypted(self) -> bool:
@@ -354,7 +368,7 @@ class _Handler:
         owner, behaviour = self.owner, self.owner.behaviour
         if behaviour.drop_during_data:
             owner.dropped_during_data += 1
-            server.transport.close()
+            await server.hang_up(None)
             await asyncio.Event().wait()  # cancelled by connection_lost
         if behaviour.close_with_421_at == "DATA":
             await self._hang_up_with_421(server)
