@@ -7,8 +7,6 @@ The secret and the Cloud Run service are granted on the resource itself.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import pulumi
 import pulumi_gcp as gcp
 
@@ -62,7 +60,6 @@ def grant_invoker_on_service(
     service: pulumi.Input[str],
     member: pulumi.Input[str],
     opts: pulumi.ResourceOptions,
-    depends_on: Sequence[pulumi.Resource] = (),
 ) -> gcp.cloudrunv2.ServiceIamMember:
     """run.invoker on one Cloud Run service (the function's own), not on the project."""
     return gcp.cloudrunv2.ServiceIamMember(
@@ -72,5 +69,5 @@ def grant_invoker_on_service(
         name=service,
         role=ROLE_RUN_INVOKER,
         member=member,
-        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=list(depends_on))),
+        opts=opts,
     )
