@@ -27,6 +27,9 @@ RETRY_POLICY = "RETRY_POLICY_RETRY"
 INGRESS = "ALLOW_INTERNAL_ONLY"
 TTL_FIELD = "delivery.expireAt"
 LABELS = {"app": "mailer", "managed-by": "pulumi"}
+# A PROCESSING claim must outlast the function's timeout, or a slow send could be claimed (and sent)
+# a second time while the first attempt is still running.
+LEASE_MARGIN_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ def function_environment(settings: MailerSettings, smtp_uri: pulumi.Input[str]) 
         "DATABASE": settings.database,
         "GOOGLE_CLOUD_PROJECT": settings.project,
         "MAX_MESSAGE_BYTES": str(settings.max_message_bytes),
+        "LEASE_SECONDS": str(settings.timeout_seconds + LEASE_MARGIN_SECONDS),
     }
     optional = {
         "DEFAULT_REPLY_TO": settings.default_reply_to,

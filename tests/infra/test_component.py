@@ -46,7 +46,7 @@ def test_unset_optional_settings_are_left_out_of_the_environment(pulumi_mocks: P
     env = environment(build(pulumi_mocks))
     assert set(env) == {
         "SMTP_CONNECTION_URI", "DEFAULT_FROM", "MAIL_COLLECTION", "TTL_EXPIRE_TYPE", "TTL_EXPIRE_VALUE",
-        "DATABASE", "GOOGLE_CLOUD_PROJECT", "MAX_MESSAGE_BYTES",
+        "DATABASE", "GOOGLE_CLOUD_PROJECT", "MAX_MESSAGE_BYTES", "LEASE_SECONDS",
     }
     assert "" not in env.values()
 

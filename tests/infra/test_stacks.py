@@ -188,6 +188,8 @@ def test_function_settings_follow_the_stack_config(pulumi_mocks: PulumiHarness, 
         "DATABASE": settings.database,
         "GOOGLE_CLOUD_PROJECT": settings.project,
         "MAX_MESSAGE_BYTES": str(settings.max_message_bytes),
+        # The claim's lease outlasts the function's timeout.
+        "LEASE_SECONDS": str(settings.timeout_seconds + 60),
     }
     for name, value in (
         ("DEFAULT_REPLY_TO", settings.default_reply_to),
