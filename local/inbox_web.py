@@ -1,0 +1,202 @@
+"""The inbox as a small web page on 127.0.0.1: a list of received messages and a view of each.
+
+Mail is untrusted input. Everything put into a page is HTML-escaped; a message's html is never part of a
+page: it is served on its own URL with a CSP that sandboxes it and blocks scripts and every remote load
+(images only as data: URIs), and shown in an <iframe sandbox="">. Attachments are always downloads.
+
+    GET /                              the list (time, from, to, subject, size)
+    GET /messages/<id>                 headers, text, html (framed), attachments
+    GET /messages/<id>/html            the html body, sandboxed
+    GET /messages/<id>/attachments/<n> attachment n, as a download
+    GET /messages/<id>.eml             the stored file
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import quote
+
+from local.mailbox import MessageView, StoredMessage, list_messages, load_message, message_path
+
+LISTEN_HOST = "127.0.0.1"
+PAGE_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+# For a message's html: no scripts, no fetches, no forms, a unique origin even when opened directly.
+MAIL_HTML_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox; frame-ancestors 'self'"
+_ROUTE = re.compile(r"^/messages/(?P<id>[^/]+?)(?P<rest>\.eml|/html|/attachments/(?P<index>\d{1,4}))?$")
+
+STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #222; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .3rem .6rem; border-bottom: 1px solid #ddd; vertical-align: top; }
+th { background: #f4f4f4; }
+td.size { text-align: right; white-space: nowrap; }
+pre { white-space: pre-wrap; background: #f8f8f8; padding: .8rem; border: 1px solid #ddd; }
+iframe { width: 100%; height: 28rem; border: 1px solid #ddd; resize: vertical; }
+.muted { color: #777; }
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def human_size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024**2:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / 1024**2:.1f} MB"
+
+
+def _page(title: str, body: str, *, refresh: bool = False) -> bytes:
+    meta = '<meta http-equiv="refresh" content="5">' if refresh else ""
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}<title>{_e(title)}</title>'
+        f"<style>{STYLE}</style></head><body>{body}</body></html>"
+    ).encode()
+
+
+def render_list(messages: list[StoredMessage]) -> bytes:
+    rows = "".join(
+        f'<tr class="message" data-id="{_e(m.id)}"><td class="time">{_e(m.received.strftime("%Y-%m-%d %H:%M:%S"))}</td>'
+        f'<td class="from">{_e(m.sender)}</td><td class="to">{_e(m.recipients)}</td>'
+        f'<td class="subject"><a href="/messages/{_e(m.id)}">{_e(m.subject or "(no subject)")}</a></td>'
+        f'<td class="size">{_e(human_size(m.size))}</td></tr>'
+        for m in messages
+    )
+    table = (
+        '<table id="messages"><thead><tr><th>Time</th><th>From</th><th>To</th><th>Subject</th><th>Size</th></tr>'
+        f"</thead><tbody>{rows}</tbody></table>"
+        if messages
+        else '<p id="empty" class="muted">No messages yet.</p>'
+    )
+    count = f"{len(messages)} message{'s' if len(messages) != 1 else ''}"
+    return _page("Inbox", f'<h1>Inbox</h1><p class="muted">{count}; refreshes every 5 s.</p>{table}', refresh=True)
+
+
+def _section(title: str, element_id: str, content: str) -> str:
+    return f'<section id="{element_id}"><h2>{_e(title)}</h2>{content}</section>'
+
+
+def render_message(view: MessageView) -> bytes:
+    base = f"/messages/{_e(view.summary.id)}"
+    headers = "".join(f"<tr><th>{_e(name)}</th><td>{_e(value)}</td></tr>" for name, value in view.headers)
+    parts = [
+        '<p><a href="/">&larr; Inbox</a></p>',
+        f'<h1 id="subject">{_e(view.summary.subject or "(no subject)")}</h1>',
+        f'<table id="headers">{headers}</table>',
+    ]
+    if view.text is not None:
+        parts.append(_section("Text", "text", f"<pre>{_e(view.text)}</pre>"))
+    if view.html is not None:
+        frame = f'<iframe sandbox="" referrerpolicy="no-referrer" title="HTML body" src="{base}/html"></iframe>'
+        parts.append(_section("HTML", "html", frame))
+    if view.attachments:
+        items = "".join(
+            f'<li><a download href="{base}/attachments/{a.index}">{_e(a.filename)}</a> '
+            f'<span class="muted">{_e(a.content_type)}, {_e(human_size(a.size))}'
+            f'{", inline cid:" + _e(a.content_id) if a.content_id else ""}</span></li>'
+            for a in view.attachments
+        )
+        parts.append(_section("Attachments", "attachments", f"<ul>{items}</ul>"))
+    parts.append(f'<p class="muted"><a href="{base}.eml" download>Download .eml</a> ({_e(human_size(view.summary.size))})</p>')
+    return _page(view.summary.subject or "(no subject)", "".join(parts))
+
+
+def _ascii_filename(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:100] or "attachment"
+
+
+class _InboxHandler(BaseHTTPRequestHandler):
+    server: InboxWebServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # the demo's output stays short; nothing here is worth a log line
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        folder = self.server.folder
+        if path == "/":
+            return self._send(HTTPStatus.OK, render_list(list_messages(folder)), "text/html; charset=utf-8")
+        match = _ROUTE.match(path)
+        view = load_message(folder, match["id"]) if match else None
+        if match is None or view is None:
+            return self._send(HTTPStatus.NOT_FOUND, _page("Not found", "<h1>Not found</h1>"), "text/html; charset=utf-8")
+        rest = match["rest"]
+        if rest is None:
+            return self._send(HTTPStatus.OK, render_message(view), "text/html; charset=utf-8")
+        if rest == "/html":
+            return self._send(HTTPStatus.OK, (view.html or "").encode(), "text/html; charset=utf-8",
+                              policy=MAIL_HTML_POLICY)
+        if rest == ".eml":
+            path_on_disk = message_path(folder, match["id"])
+            data = path_on_disk.read_bytes() if path_on_disk else b""
+            return self._send(HTTPStatus.OK, data, "message/rfc822", download=f"{match['id']}.eml")
+        index = int(match["index"])
+        if index >= len(view.attachments):
+            return self._send(HTTPStatus.NOT_FOUND, _page("Not found", "<h1>Not found</h1>"), "text/html; charset=utf-8")
+        attachment = view.attachments[index]
+        # Always a download, never rendered: an html attachment must not run on this origin.
+        return self._send(HTTPStatus.OK, attachment.data, "application/octet-stream", download=attachment.filename)
+
+    def _send(self, status: HTTPStatus, body: bytes, content_type: str, *, policy: str = PAGE_POLICY,
+              download: str | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Security-Policy", policy)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Cache-Control", "no-store")
+        if download is not None:
+            self.send_header(
+                "Content-Disposition",
+                f"attachment; filename=\"{_ascii_filename(download)}\"; filename*=UTF-8''{quote(download, safe='')}",
+            )
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class InboxWebServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, folder: Path, port: int = 0) -> None:
+        self.folder = folder
+        super().__init__((LISTEN_HOST, port), _InboxHandler)
+
+
+class InboxWeb:
+    """The web page in a background thread. Use as a context manager or call start()/stop()."""
+
+    def __init__(self, folder: Path, port: int = 0) -> None:
+        self._server = InboxWebServer(folder, port)
+        self.port: int = self._server.server_address[1]
+        self.url = f"http://{LISTEN_HOST}:{self.port}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="inbox-web", daemon=True)
+
+    def __enter__(self) -> InboxWeb:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()
+
+    def message_url(self, message_id: str) -> str:
+        return f"{self.url}messages/{quote(message_id)}"

@@ -1,0 +1,126 @@
+"""The local run's settings: stacks/Pulumi.local.yaml read as Pulumi would hand it to the program, checked
+by infra's config model, and turned into the function's environment by infra's own function_environment.
+
+Only what cannot be the same on one machine is replaced: the SMTP host and port (the local inbox's),
+the CA to trust (the inbox's generated one) and the password (the inbox's generated one).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import yaml
+from pydantic import ValidationError
+
+from infra.config import MailerSettings
+from infra.mailer import EVENT_TYPE, document_pattern, function_environment
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILE = REPO_ROOT / "Pulumi.yaml"
+LOCAL_STACK_FILE = REPO_ROOT / "stacks" / "Pulumi.local.yaml"
+NAMESPACE = "mailer"
+
+# Variables of the function's contract (DESIGN.md section 3). Any the stack does not set are removed from
+# the inherited environment, so a value exported in the developer's shell cannot change the local run.
+FUNCTION_VARIABLES = (
+    "SMTP_CONNECTION_URI", "SMTP_PASSWORD", "DEFAULT_FROM", "DEFAULT_REPLY_TO", "MAIL_COLLECTION",
+    "USERS_COLLECTION", "TEMPLATES_COLLECTION", "TTL_EXPIRE_TYPE", "TTL_EXPIRE_VALUE", "DATABASE",
+    "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "MAX_MESSAGE_BYTES", "LEASE_SECONDS", "SSL_CERT_FILE",
+)
+
+
+class LocalStackError(ValueError):
+    """The local stack file cannot be used. str(e) is one line naming the file and the key."""
+
+
+def _config_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _project_defaults(project_file: Path) -> dict[str, str]:
+    declared = yaml.safe_load(project_file.read_text())["config"]
+    return {
+        (key if ":" in key else f"{NAMESPACE}:{key}"): _config_string(spec["default"])
+        for key, spec in declared.items()
+        if isinstance(spec, dict) and "default" in spec
+    }
+
+
+def read_stack_config(stack_file: Path = LOCAL_STACK_FILE, project_file: Path = PROJECT_FILE) -> dict[str, str]:
+    """The stack's config over the project's defaults, as strings, as the Pulumi CLI passes them."""
+    try:
+        values = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise LocalStackError(f"{stack_file}: cannot be read ({type(error).__name__})") from None
+    return {**_project_defaults(project_file), **{key: _config_string(value) for key, value in values.items()}}
+
+
+def load_local_settings(stack_file: Path = LOCAL_STACK_FILE, project_file: Path = PROJECT_FILE) -> MailerSettings:
+    """The stack's plain settings, validated by the model `pulumi up` uses; the password key is ignored
+    (the local run generates its own)."""
+    config = read_stack_config(stack_file, project_file)
+    known = {field.alias for field in MailerSettings.model_fields.values()}
+    # As infra.config does: an empty value means "not set"; keys of other namespaces are not settings.
+    raw = {key: value.strip() for key, value in config.items() if key in known and value.strip()}
+    try:
+        return MailerSettings.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        reason = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"].lower()
+        # Field errors name no key (the model adds it through loc); model-wide ones already do.
+        where = f"{first['loc'][0]} " if first["loc"] else ""
+        raise LocalStackError(f"{stack_file.name}: {where}{reason}") from None
+
+
+def local_smtp_uri(stack_uri: str, *, host: str, port: int, ca_file: str) -> str:
+    """The stack's SMTP URI pointed at the local inbox: same scheme, user and options, the inbox's host
+    and port, and tlsCaFile set to the inbox's CA so the function verifies the certificate for real."""
+    parts = urlsplit(stack_uri)
+    if parts.scheme.lower() != "smtp":
+        raise LocalStackError(
+            "Pulumi.local.yaml: mailer:smtpConnectionUri must use smtp:// (the local inbox speaks STARTTLS)"
+        )
+    user = f"{quote(parts.username, safe='')}@" if parts.username else ""
+    options = [(name, value) for name, value in parse_qsl(parts.query) if name != "tlsCaFile"]
+    options.append(("tlsCaFile", ca_file))
+    return urlunsplit(("smtp", f"{user}{host}:{port}", "", urlencode(options, quote_via=quote), ""))
+
+
+def smtp_user(stack_uri: str) -> str:
+    """The user name the function will log in with (the inbox accepts exactly this one)."""
+    parts = urlsplit(stack_uri)
+    if not parts.username:
+        raise LocalStackError("Pulumi.local.yaml: mailer:smtpConnectionUri has no user; write it like smtp://mailer@host:587")
+    return parts.username
+
+
+def function_process_environment(
+    settings: MailerSettings, *, smtp_uri: str, smtp_password: str, emulator_host: str
+) -> dict[str, str]:
+    """The environment for the functions-framework process: the deployed function's variables (from
+    infra.mailer.function_environment), the secret the cloud injects from Secret Manager, and the
+    emulator's address."""
+    deployed = {name: str(value) for name, value in function_environment(settings, smtp_uri).items()}
+    inherited = {name: value for name, value in os.environ.items() if name not in FUNCTION_VARIABLES}
+    return {
+        **inherited,
+        **deployed,
+        "SMTP_PASSWORD": smtp_password,
+        "FIRESTORE_EMULATOR_HOST": emulator_host,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def trigger_filter(settings: MailerSettings) -> dict[str, str]:
+    """The deployed trigger's event type and filters, as the local bridge takes them."""
+    return {
+        "event_type": EVENT_TYPE,
+        "document": document_pattern(settings.mail_collection),
+        "database": settings.database,
+        "location": settings.firestore_location,
+    }
