@@ -1,0 +1,55 @@
+"""The Firestore emulator (emulator/start.mjs) as a child process on free loopback ports."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from local.processes import ManagedProcess, StartError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EMULATOR_DIR = REPO_ROOT / "emulator"
+READY_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class EmulatorAddress:
+    host: str  # FIRESTORE_EMULATOR_HOST, 127.0.0.1:<grpc port>
+    admin_url: str  # http://127.0.0.1:<admin port> (/changes, /stats)
+
+
+def _ready_line(log_path: Path) -> str | None:
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((line for line in lines if line.startswith("READY ")), None)
+
+
+def parse_ready_line(line: str) -> EmulatorAddress:
+    """`READY 127.0.0.1:<grpc port> admin=127.0.0.1:<admin port>` -> the two addresses."""
+    words = line.split()
+    if len(words) != 3 or not words[2].startswith("admin="):
+        raise StartError(f"Firestore emulator printed an unexpected READY line: {line.strip()[:200]!r}")
+    return EmulatorAddress(host=words[1], admin_url=f"http://{words[2].removeprefix('admin=')}")
+
+
+def start_emulator(log_path: Path, port: int = 0, admin_port: int = 0) -> tuple[ManagedProcess, EmulatorAddress]:
+    node = shutil.which("node")
+    if node is None:
+        raise StartError("Firestore emulator: node is not on PATH; install Node.js 20 or newer")
+    if not (EMULATOR_DIR / "node_modules" / "@firestore-emulator" / "server").is_dir():
+        raise StartError("Firestore emulator: emulator/node_modules is missing; run `make install`")
+    process = ManagedProcess(
+        "Firestore emulator",
+        [node, str(EMULATOR_DIR / "start.mjs"), "--port", str(port), "--admin-port", str(admin_port)],
+        log_path,
+        cwd=REPO_ROOT,
+    )
+    try:
+        process.wait_until(lambda: _ready_line(log_path) is not None, READY_TIMEOUT_SECONDS, "printed READY")
+        return process, parse_ready_line(_ready_line(log_path) or "")
+    except BaseException:
+        process.stop()
+        raise

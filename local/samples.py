@@ -1,0 +1,105 @@
+"""The demo's sample mail documents, each with the outcome the product promises for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# A small inline image, referenced from the html as cid:logo (SVG: text, so it fits in a document).
+LOGO_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="120" height="32"><rect width="120" height="32" rx="6" '
+    'fill="#1a73e8"/><text x="60" y="21" font-family="sans-serif" font-size="14" fill="#fff" '
+    'text-anchor="middle">mailer</text></svg>'
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    doc_id: str
+    what: str
+    document: dict[str, Any]
+    expected_state: str
+    # Text the error must contain (for ERROR samples), so the right refusal is checked, not any refusal.
+    expected_error: str | None = None
+    expected_subject: str | None = None
+    expected_attachments: tuple[str, ...] = field(default=())
+
+
+PLAIN = Sample(
+    doc_id="demo-plain",
+    what="plain text",
+    document={
+        "to": "Ada Lovelace <ada@example.com>",
+        "message": {
+            "subject": "Hello from the mailer demo",
+            "text": "This email was a Firestore document a moment ago.\n\nIts delivery status is now SUCCESS.",
+        },
+    },
+    expected_state="SUCCESS",
+    expected_subject="Hello from the mailer demo",
+)
+
+HTML = Sample(
+    doc_id="demo-html",
+    what="html + text + attachment",
+    document={
+        "to": ["grace@example.com"],
+        "cc": "Charles Babbage <charles@example.com>",
+        "message": {
+            "subject": "Your monthly report",
+            "text": "Hello Grace,\n\nyour report is attached (report.csv).\n",
+            "html": (
+                '<p><img src="cid:logo" alt="mailer"></p><h2>Hello Grace,</h2>'
+                "<p>your report is attached (<code>report.csv</code>).</p>"
+                '<p style="color:#777">Remote images are blocked: <img src="https://example.com/pixel.gif" alt="(blocked)"></p>'
+            ),
+            "attachments": [
+                {"filename": "report.csv", "content": "month,sent\n2024-05,1024\n2024-06,2048\n", "contentType": "text/csv"},
+                {"filename": "logo.svg", "content": LOGO_SVG, "contentType": "image/svg+xml", "cid": "logo"},
+            ],
+        },
+    },
+    expected_state="SUCCESS",
+    expected_subject="Your monthly report",
+    expected_attachments=("report.csv", "logo.svg"),
+)
+
+INVALID = Sample(
+    doc_id="demo-invalid",
+    what="invalid: path attachment",
+    document={
+        "to": "mallory@example.com",
+        "message": {
+            "subject": "Please send me your files",
+            "text": "An attachment by path would read the function's own files: refused.",
+            "attachments": [{"filename": "passwd", "path": "/etc/passwd"}],
+        },
+    },
+    expected_state="ERROR",
+    expected_error="message.attachments[0].path",
+)
+
+
+def template_sample(template_name: str) -> Sample:
+    return Sample(
+        doc_id="demo-template",
+        what=f"template {template_name}",
+        document={
+            "to": "alan@example.com",
+            "template": {
+                "name": template_name,
+                "data": {"name": "Alan", "subject": "Rendered from a template", "title": "Hello Alan",
+                         "body": "This email was rendered from a template stored in Firestore."},
+            },
+        },
+        expected_state="SUCCESS",
+    )
+
+
+def demo_samples(templates: list[str]) -> list[Sample]:
+    """The samples for this checkout: the template sample only when templates were seeded."""
+    samples = [PLAIN, HTML]
+    if templates:
+        samples.append(template_sample("Generic" if "Generic" in templates else templates[0]))
+    samples.append(INVALID)
+    return samples

@@ -1,0 +1,128 @@
+"""`make send`: write one mail document into the running local stack and print how its delivery ended.
+
+    python -m local.send --to ada@example.com --subject Hi --text Hello [--html '<p>Hi</p>'] [--cc ...]
+    python -m local.send --json mail.json        (a whole mail document; - reads stdin)
+
+Finds the stack through .demo/state.json (written by `make demo ARGS=--serve`). Exit code: 0 SUCCESS,
+1 any other outcome, 2 no running stack or bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from google.api_core import exceptions as google_errors
+
+from local.documents import emulator_client, wait_for_delivery
+from local.mailbox import list_messages
+from local.state import DEFAULT_STATE_DIR, StackState, StateError, read_state
+
+_MESSAGE_FLAGS = ("subject", "text", "html")
+_ADDRESS_FLAGS = ("to", "cc", "bcc")
+
+
+class UsageError(ValueError):
+    """Arguments that do not make a document. str(e) is one line naming the flag."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="make send", description="Send a mail document through the local stack.")
+    for name in _ADDRESS_FLAGS:
+        parser.add_argument(f"--{name}", action="append", metavar="ADDRESS", help=f"{name} recipient (repeatable)")
+    parser.add_argument("--from", dest="sender", metavar="ADDRESS", help="sender (default: the stack's defaultFrom)")
+    parser.add_argument("--reply-to", metavar="ADDRESS")
+    parser.add_argument("--subject")
+    parser.add_argument("--text", help="plain text body")
+    parser.add_argument("--html", help="html body")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="a whole mail document as JSON (- for stdin)")
+    parser.add_argument("--id", dest="doc_id", help="document id (default: a generated one)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the outcome (default 30)")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="the running stack's folder (default .demo)")
+    return parser.parse_args(argv)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+        document = json.loads(text)
+    except OSError as error:
+        raise UsageError(f"--json: cannot read {path} ({error.strerror})") from None
+    except json.JSONDecodeError as error:
+        raise UsageError(f"--json: {path} is not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+    if not isinstance(document, dict):
+        raise UsageError(f"--json: {path} must hold one JSON object (a mail document), not {type(document).__name__}")
+    return document
+
+
+def build_document(args: argparse.Namespace) -> dict[str, Any]:
+    """The mail document the flags describe. The function validates it, as it would an app's."""
+    flagged = [name for name in (*_ADDRESS_FLAGS, *_MESSAGE_FLAGS, "sender", "reply_to") if getattr(args, name)]
+    if args.json is not None:
+        if flagged:
+            raise UsageError(f"--json: give either --json or flags such as --{flagged[0].replace('_', '-')}, not both")
+        return _read_json(args.json)
+    if not args.to:
+        raise UsageError("--to: at least one recipient is required (or pass --json FILE)")
+    document: dict[str, Any] = {
+        name: values if len(values) > 1 else values[0]
+        for name in _ADDRESS_FLAGS
+        if (values := getattr(args, name))
+    }
+    if args.sender:
+        document["from"] = args.sender
+    if args.reply_to:
+        document["replyTo"] = args.reply_to
+    document["message"] = {name: getattr(args, name) for name in _MESSAGE_FLAGS if getattr(args, name) is not None}
+    return document
+
+
+def _report(path: str, delivery: dict[str, Any], state: StackState, out: TextIO) -> None:
+    print(f"{path}: {delivery.get('state')}", file=out)
+    if delivery.get("error"):
+        print(f"  error     {delivery['error']}", file=out)
+    info = delivery.get("info") or {}
+    for key in ("accepted", "rejected"):
+        if info.get(key):
+            print(f"  {key:<9} {', '.join(info[key])}", file=out)
+    message_id = info.get("messageId")
+    received = next((m for m in list_messages(Path(state.inbox_dir)) if message_id and m.message_id == message_id), None)
+    if received is not None:
+        print(f"  inbox     {state.inbox_url}messages/{received.id}", file=out)
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    args = parse_args(argv)
+    try:
+        document = build_document(args)
+        state = read_state(args.state_dir.resolve())
+    except (UsageError, StateError) as error:
+        print(f"make send: {error}", file=sys.stderr)
+        return 2
+    client = emulator_client(state.emulator_host, state.project, state.database)
+    try:
+        collection = client.collection(state.mail_collection)
+        reference = collection.document(args.doc_id) if args.doc_id else collection.document()
+        reference.create(document)
+        delivery = wait_for_delivery(reference, args.timeout)
+    except google_errors.AlreadyExists:
+        print(f"make send: --id: {reference.path} already exists; pick another id", file=sys.stderr)
+        return 2
+    except google_errors.GoogleAPICallError as error:
+        print(f"make send: the emulator at {state.emulator_host} refused the document ({error.code})", file=sys.stderr)
+        return 1
+    except TimeoutError as error:
+        print(f"make send: {error}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    _report(reference.path, delivery, state, out)
+    return 0 if delivery.get("state") == "SUCCESS" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
