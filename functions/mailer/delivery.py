@@ -111,3 +111,11 @@ def finish(
     if ttl is not None and state in (SUCCESS, ERROR):
         record["expireAt"] = now + ttl
     return record
+
+
+def with_unresolved_uids(record: dict[str, Any], unresolved: list[dict[str, str]]) -> dict[str, Any]:
+    """A final record listing the toUids/ccUids/bccUids that gave no address ({uid, reason} each);
+    unchanged when every uid resolved, so the field only appears when there is something to say."""
+    if not unresolved:
+        return record
+    return {**record, "unresolvedUids": [dict(item) for item in unresolved]}

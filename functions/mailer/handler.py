@@ -3,22 +3,27 @@
     decode -> decide -> prepare (validate, compose) -> claim -> send -> record
 
 Writes per email: one claim (PROCESSING) and one outcome; an invalid document gets a single ERROR write.
-No document read unless the claim loses a race, when the current version is read to decide again.
+No document read unless the claim loses a race, when the current version is read to decide again, or the
+document names a template or uids (prepare.py says what those cost).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+from google.api_core import exceptions as gexc
 
 from mailer import delivery
 from mailer.compose import ComposedMail
 from mailer.events import DocumentState, EventError, MailEvent, decode_event
 from mailer.logs import domain_of
-from mailer.prepare import Refusal, prepare
+from mailer.prepare import Lookups, Refusal, prepare
+from mailer.prepare import lookups_for as build_lookups
+from mailer.recipients import Unresolved
 from mailer.settings import Settings, SettingsError, load_settings
 from mailer.status_store import StatusStore, client_for
 from mailer.transport import DeliveryError, SmtpConfigError, SmtpPool, pool_for
@@ -40,6 +45,10 @@ class Dependencies:
     store_for: Callable[[MailEvent], StatusStore] = lambda event: StatusStore(client_for(event.project, event.database))
     pool_for: Callable[[str, str | None], SmtpPool] = pool_for
     settings: Callable[[], Settings] = load_settings
+    # Templates and users live in the mail document's database.
+    lookups_for: Callable[[MailEvent, Settings], Lookups] = lambda event, settings: build_lookups(
+        client_for(event.project, event.database), settings
+    )
     clock: Callable[[], datetime] = _utcnow
 
 
@@ -79,7 +88,7 @@ class Handler:
         store = self.deps.store_for(event)
         current: DocumentState | None = event.value
         for _ in range(_CLAIM_ROUNDS):
-            outcome = self._attempt(store, event.path, current, ctx)
+            outcome = self._attempt(store, event.path, current, ctx, lambda s: self.deps.lookups_for(event, s))
             if outcome is not None:
                 return outcome
             # The document changed since we saw it: read it and decide again on what is there now.
@@ -93,7 +102,14 @@ class Handler:
         log.warning("no attempt: the document kept changing while claiming", extra={"fields": ctx})
         return "skipped"
 
-    def _attempt(self, store: StatusStore, path: str, seen: DocumentState, ctx: dict[str, Any]) -> str | None:
+    def _attempt(
+        self,
+        store: StatusStore,
+        path: str,
+        seen: DocumentState,
+        ctx: dict[str, Any],
+        lookups: Callable[[Settings], Lookups],
+    ) -> str | None:
         """Validate, claim and send one version of the document. None if the claim lost a race."""
         previous = delivery.delivery_of(seen.fields)
         now = self.deps.clock()
@@ -102,10 +118,14 @@ class Handler:
         except SettingsError as exc:
             return self._refuse(store, path, seen, f"function configuration: {exc}", Settings(None), ctx)
         try:
-            mail = prepare(seen.fields, settings_)
+            prepared = prepare(seen.fields, settings_, lookups(settings_))
+            mail = prepared.mail
             pool = self._pool(settings_)
         except Refusal as exc:
-            return self._refuse(store, path, seen, str(exc), settings_, ctx)
+            return self._refuse(store, path, seen, str(exc), settings_, ctx, exc.unresolved_uids)
+        except (gexc.GoogleAPICallError, gexc.RetryError):
+            # Firestore could not be read (templates, users): nothing was claimed, so let Eventarc redeliver.
+            raise
         except Exception as exc:  # a defect of ours: record it rather than fail the event into a retry loop
             log.exception("unexpected failure while preparing the message", extra={"fields": ctx})
             reason = f"internal error while preparing the message ({type(exc).__name__})"
@@ -122,6 +142,7 @@ class Handler:
         }
         log.info("sending", extra={"fields": {**ctx, "state": delivery.PROCESSING}})
         record, smtp_code = self._send(pool, mail, claimed, settings_)
+        record = delivery.with_unresolved_uids(record, [uid.as_map() for uid in prepared.unresolved_uids])
         store.write(path, record)
         fields = {**ctx, "state": record["state"], "smtpCode": smtp_code}
         if record["state"] == delivery.SUCCESS:
@@ -132,12 +153,20 @@ class Handler:
         return record["state"]
 
     def _refuse(
-        self, store: StatusStore, path: str, seen: DocumentState, reason: str, settings_: Settings, ctx: dict[str, Any]
+        self,
+        store: StatusStore,
+        path: str,
+        seen: DocumentState,
+        reason: str,
+        settings_: Settings,
+        ctx: dict[str, Any],
+        unresolved_uids: Sequence[Unresolved] = (),
     ) -> str | None:
         """Record why the document cannot be sent: one write, made only if nobody else acted on it."""
         now = self.deps.clock()
         claimed = delivery.claim(delivery.delivery_of(seen.fields), now, settings_.lease)
         record = delivery.finish(claimed, delivery.ERROR, now, error=reason, ttl=settings_.ttl)
+        record = delivery.with_unresolved_uids(record, [uid.as_map() for uid in unresolved_uids])
         if store.write_if_unchanged(path, record, seen.update_time) is None:
             return None
         # Only the field the reason names is logged: the reason itself may quote an address.

@@ -1,20 +1,63 @@
 """From a mail document's fields to a message ready for the envelope, or a reason it cannot be sent.
 
+    parse -> render the template (if any) -> resolve uids (if any) -> compose
+
 Everything here happens before the document is claimed, so an invalid document costs one status write.
+Reads: none for a document without template and uids; a cached template costs none, and uids cost one
+batched read (see template_store.py and recipients.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
+from google.cloud import firestore
 
 from mailer.addresses import AddressError, parse_mailbox
 from mailer.compose import ComposedMail, ComposeDefaults, compose
 from mailer.document import MailInputError, MailRequest, parse_mail_document
+from mailer.recipients import Unresolved, UserDirectory, all_uids, resolve_recipients, uid_fields
 from mailer.settings import Settings
+from mailer.template_store import TemplateStore, store_for
+from mailer.templates import TemplateError
 
 
 class Refusal(Exception):
-    """The document cannot be sent as it stands. str(e) is the one-line reason written to delivery.error."""
+    """The document cannot be sent as it stands. str(e) is the one-line reason written to delivery.error;
+    `unresolved_uids` lists uids that gave no address, for the delivery record."""
+
+    def __init__(self, reason: str, unresolved_uids: Sequence[Unresolved] = ()) -> None:
+        super().__init__(reason)
+        self.unresolved_uids = list(unresolved_uids)
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """What a document may need besides itself; None where the setting is off."""
+
+    templates: TemplateStore | None = None
+    users: UserDirectory | None = None
+
+
+NO_LOOKUPS = Lookups()
+
+
+def lookups_for(client: firestore.Client, settings: Settings) -> Lookups:
+    """Lookups in the database of the mail document. The template store lives as long as the instance."""
+    return Lookups(
+        templates=store_for(client, settings.templates_collection, settings.template_cache_seconds)
+        if settings.templates_collection
+        else None,
+        users=UserDirectory(client, settings.users_collection) if settings.users_collection else None,
+    )
+
+
+@dataclass
+class PreparedMail:
+    mail: ComposedMail
+    unresolved_uids: list[Unresolved] = field(default_factory=list)
 
 
 def _defaults(settings: Settings) -> ComposeDefaults:
@@ -33,19 +76,51 @@ def _defaults(settings: Settings) -> ComposeDefaults:
     )
 
 
-def _resolve(request: MailRequest, settings: Settings) -> MailRequest:
-    # Templates and uid recipients arrive with the templates work; until then they are refused
-    # by name rather than sent half-rendered or dropped.
-    if request.template is not None:
-        raise Refusal(f"template: rendering templates is not supported yet (template {request.template.name!r})")
-    if request.to_uids or request.cc_uids or request.bcc_uids:
-        raise Refusal("toUids: resolving recipients by uid is not supported yet; use to, cc or bcc")
-    return request
-
-
-def prepare(fields: dict[str, Any], settings: Settings) -> ComposedMail:
+def _render_template(fields: dict[str, Any], request: MailRequest, templates: TemplateStore | None) -> MailRequest:
+    """The request with the template's fields merged over the document's `message`, checked again as
+    if the document had carried them (so rendered attachments, subjects and bodies meet the same rules)."""
+    ref = request.template
+    if ref is None:
+        return request
+    if templates is None:
+        raise MailInputError(
+            "template", f"TEMPLATES_COLLECTION is not set, so template {ref.name!r} cannot be rendered; set it or send message fields"
+        )
+    template = templates.template(ref)
+    rendered = template.render(ref.data)
+    merged = {key: value for key, value in fields.items() if key != "template"}
+    merged["message"] = rendered.merged_into(fields.get("message"))
     try:
-        request = _resolve(parse_mail_document(fields), settings)
-        return compose(request, _defaults(settings))
+        result = parse_mail_document(merged)
+    except MailInputError as error:
+        raise TemplateError(f"{template.document.label} rendered an invalid {error}") from None
+    return result
+
+
+def _resolve_uids(request: MailRequest, users: UserDirectory | None) -> tuple[MailRequest, list[Unresolved]]:
+    fields = uid_fields(request)
+    if not fields:
+        return request, []
+    if users is None:
+        raise MailInputError(fields[0], "USERS_COLLECTION is not set, so user ids cannot be resolved to addresses; set it or use to, cc and bcc")
+    resolved, unresolved = resolve_recipients(request, users.emails(all_uids(request)), users.collection)
+    if not (resolved.to or resolved.cc or resolved.bcc):
+        raise Refusal(
+            f"{fields[0]}: no recipient remains: none of the {len(unresolved)} user ids has a valid email in "
+            f"{users.collection!r} (see delivery.unresolvedUids)",
+            unresolved,
+        )
+    return resolved, unresolved
+
+
+def prepare(fields: dict[str, Any], settings: Settings, lookups: Lookups = NO_LOOKUPS) -> PreparedMail:
+    try:
+        request = parse_mail_document(fields)
+        request = _render_template(fields, request, lookups.templates)
+        request, unresolved = _resolve_uids(request, lookups.users)
     except MailInputError as exc:
         raise Refusal(str(exc)) from None
+    try:
+        return PreparedMail(compose(request, _defaults(settings)), unresolved)
+    except MailInputError as exc:
+        raise Refusal(str(exc), unresolved) from None

@@ -23,6 +23,7 @@ TTL_UNITS: dict[str, timedelta] = {
 
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 DEFAULT_LEASE_SECONDS = 600
+DEFAULT_TEMPLATE_CACHE_SECONDS = 60
 
 
 class SettingsError(ValueError):
@@ -45,6 +46,8 @@ class Settings:
     # How long a PROCESSING claim holds before another attempt may take the document over. It must
     # outlast the function's timeout, or a slow send could be claimed (and sent) twice.
     lease: timedelta = timedelta(seconds=DEFAULT_LEASE_SECONDS)
+    # How old a cached template may get before an email reads it again (0: read for every email).
+    template_cache_seconds: int = DEFAULT_TEMPLATE_CACHE_SECONDS
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -52,7 +55,7 @@ def _optional(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _positive_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     raw = _optional(env, name)
     if raw is None:
         return default
@@ -60,8 +63,8 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise SettingsError(f"{name}: expected a whole number, got {raw!r}") from None
-    if value < 1:
-        raise SettingsError(f"{name}: must be at least 1, got {value}")
+    if value < minimum:
+        raise SettingsError(f"{name}: must be at least {minimum}, got {value}")
     return value
 
 
@@ -93,4 +96,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         project=_optional(env, "GOOGLE_CLOUD_PROJECT") or _optional(env, "GCLOUD_PROJECT"),
         max_message_bytes=_positive_int(env, "MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
         lease=timedelta(seconds=_positive_int(env, "LEASE_SECONDS", DEFAULT_LEASE_SECONDS)),
+        template_cache_seconds=_positive_int(env, "TEMPLATE_CACHE_SECONDS", DEFAULT_TEMPLATE_CACHE_SECONDS, minimum=0),
     )
