@@ -7,9 +7,13 @@
 
 from __future__ import annotations
 
+import os
+
+# Before grpc loads (through the Firestore client): its C core logs INFO lines when the emulator stops.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -109,6 +113,10 @@ def _print_summary(stack: LocalStack, results: Sequence[SampleResult], out: Text
     )
 
 
+def _state_dir_flag(state_dir: Path) -> str:
+    return "" if state_dir == DEFAULT_STATE_DIR.resolve() else f" --state-dir {_shown(state_dir)}"
+
+
 def _print_serving(stack: LocalStack, state_file: Path, out: TextIO) -> None:
     settings = stack.settings
     print(
@@ -119,7 +127,7 @@ def _print_serving(stack: LocalStack, state_file: Path, out: TextIO) -> None:
         f"  function  {stack.function_url}  (log: {_shown(stack.function_log)})\n"
         f"  smtp      {stack.inbox.host}:{stack.inbox.port}  STARTTLS + AUTH, CA {_shown(stack.state_dir / 'tls' / 'ca.pem')}\n"
         f"  state     {_shown(state_file)}\n"
-        '  send      make send ARGS="--to you@example.com --subject Hi --text Hello"',
+        f'  send      make send ARGS="--to you@example.com --subject Hi --text Hello{_state_dir_flag(stack.state_dir)}"',
         file=out,
         flush=True,
     )

@@ -80,26 +80,22 @@ INVALID = Sample(
 )
 
 
-def template_sample(template_name: str) -> Sample:
-    return Sample(
-        doc_id="demo-template",
-        what=f"template {template_name}",
-        document={
-            "to": "alan@example.com",
-            "template": {
-                "name": template_name,
-                "data": {"name": "Alan", "subject": "Rendered from a template", "title": "Hello Alan",
-                         "body": "This email was rendered from a template stored in Firestore."},
-            },
-        },
-        expected_state="SUCCESS",
-    )
+TEMPLATE = Sample(
+    doc_id="demo-template",
+    what="template Generic",
+    document={
+        "to": "alan@example.com",
+        "template": {"name": "Generic", "data": {"code": "424242", "expiresInMinutes": 10}},
+    },
+    expected_state="SUCCESS",
+    expected_subject="Your verification code: 424242",
+)
 
 
 def demo_samples(templates: list[str]) -> list[Sample]:
-    """The samples for this checkout: the template sample only when templates were seeded."""
+    """The samples for this checkout: the template sample only when templates/Generic.yaml was seeded."""
     samples = [PLAIN, HTML]
-    if templates:
-        samples.append(template_sample("Generic" if "Generic" in templates else templates[0]))
+    if TEMPLATE.document["template"]["name"] in templates:
+        samples.append(TEMPLATE)
     samples.append(INVALID)
     return samples

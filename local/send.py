@@ -9,6 +9,11 @@ Finds the stack through .demo/state.json (written by `make demo ARGS=--serve`). 
 
 from __future__ import annotations
 
+import os
+
+# Before grpc loads (through the Firestore client): its C core logs INFO lines when the emulator stops.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import argparse
 import json
 import sys

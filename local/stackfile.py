@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import yaml
 from pydantic import ValidationError
@@ -23,13 +23,10 @@ PROJECT_FILE = REPO_ROOT / "Pulumi.yaml"
 LOCAL_STACK_FILE = REPO_ROOT / "stacks" / "Pulumi.local.yaml"
 NAMESPACE = "mailer"
 
-# Variables of the function's contract (DESIGN.md section 3). Any the stack does not set are removed from
-# the inherited environment, so a value exported in the developer's shell cannot change the local run.
-FUNCTION_VARIABLES = (
-    "SMTP_CONNECTION_URI", "SMTP_PASSWORD", "DEFAULT_FROM", "DEFAULT_REPLY_TO", "MAIL_COLLECTION",
-    "USERS_COLLECTION", "TEMPLATES_COLLECTION", "TTL_EXPIRE_TYPE", "TTL_EXPIRE_VALUE", "DATABASE",
-    "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "MAX_MESSAGE_BYTES", "LEASE_SECONDS", "SSL_CERT_FILE",
-)
+# The only variables the function process inherits from the developer's shell: what a process needs to
+# run at all. Like the cloud's, its environment is otherwise exactly what the deployment sets, so a value
+# exported in the shell (a stale SMTP_PASSWORD, a proxy) cannot change the local run.
+INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV")
 
 
 class LocalStackError(ValueError):
@@ -85,7 +82,7 @@ def local_smtp_uri(stack_uri: str, *, host: str, port: int, ca_file: str) -> str
         raise LocalStackError(
             "Pulumi.local.yaml: mailer:smtpConnectionUri must use smtp:// (the local inbox speaks STARTTLS)"
         )
-    user = f"{quote(parts.username, safe='')}@" if parts.username else ""
+    user = f"{parts.username}@" if parts.username else ""  # as written, still percent-encoded
     options = [(name, value) for name, value in parse_qsl(parts.query) if name != "tlsCaFile"]
     options.append(("tlsCaFile", ca_file))
     return urlunsplit(("smtp", f"{user}{host}:{port}", "", urlencode(options, quote_via=quote), ""))
@@ -96,7 +93,7 @@ def smtp_user(stack_uri: str) -> str:
     parts = urlsplit(stack_uri)
     if not parts.username:
         raise LocalStackError("Pulumi.local.yaml: mailer:smtpConnectionUri has no user; write it like smtp://mailer@host:587")
-    return parts.username
+    return unquote(parts.username)
 
 
 def function_process_environment(
@@ -106,7 +103,7 @@ def function_process_environment(
     infra.mailer.function_environment), the secret the cloud injects from Secret Manager, and the
     emulator's address."""
     deployed = {name: str(value) for name, value in function_environment(settings, smtp_uri).items()}
-    inherited = {name: value for name, value in os.environ.items() if name not in FUNCTION_VARIABLES}
+    inherited = {name: os.environ[name] for name in INHERITED_VARIABLES if name in os.environ}
     return {
         **inherited,
         **deployed,
