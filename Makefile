@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: test demo install clean lock
+.PHONY: test demo send install clean lock
 
 install: $(VENV)/.installed emulator/node_modules/.installed
 
@@ -26,5 +26,13 @@ lock: $(VENV)/.installed
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# The pipeline on this machine (emulator, trigger bridge, function, SMTP inbox); see README "Run it locally".
+# make demo ARGS=--serve keeps it running; make send ARGS="--to a@example.com --subject Hi --text Hello".
+demo: install
+	@$(PY) -m local.demo $(ARGS)
+
+send: install
+	@$(PY) -m local.send $(ARGS)
+
 clean:
-	rm -rf $(VENV) emulator/node_modules .pytest_cache
+	rm -rf $(VENV) emulator/node_modules .pytest_cache .demo
