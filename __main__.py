@@ -7,12 +7,15 @@ import pulumi
 from infra.config import NAMESPACE, load_config
 from infra.mailer import EmailTrigger, EmailTriggerArgs
 from infra.source import collect_source
+from infra.templates import load_templates, template_documents
 
 FUNCTION_SOURCE = Path(__file__).resolve().parent / "functions"
+TEMPLATES_FOLDER = Path(__file__).resolve().parent / "templates"
 
 # Everything is checked before the first resource is declared, so a bad setting fails the preview.
 config = load_config(pulumi.Config(NAMESPACE), pulumi.Config("gcp"))
 source = collect_source(FUNCTION_SOURCE)
+templates = load_templates(TEMPLATES_FOLDER) if config.settings.templates_collection else {}
 
 mailer = EmailTrigger(
     "mailer",
@@ -23,6 +26,17 @@ mailer = EmailTrigger(
         smtp_uri_is_secret=config.smtp_uri_is_secret,
     ),
 )
+
+if config.settings.templates_collection:
+    # templates/*.yaml as documents of the stack's templates collection, reviewed like the rest.
+    template_documents(
+        "mailer",
+        templates,
+        project=config.settings.project,
+        database=config.settings.database,
+        collection=config.settings.templates_collection,
+        opts=pulumi.ResourceOptions(parent=mailer),
+    )
 
 pulumi.export("function_name", mailer.function_name)
 pulumi.export("function_uri", mailer.function_uri)

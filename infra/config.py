@@ -42,6 +42,7 @@ MAX_EVENT_TIMEOUT_SECONDS = 540  # event-driven functions stop at 9 minutes
 MAX_INSTANCES_LIMIT = 1000
 MAX_CONCURRENCY = 1000
 MAX_MESSAGE_BYTES_LIMIT = 64 * 2**20
+MAX_TEMPLATE_CACHE_SECONDS = 86400
 
 _MEMORY_UNITS = {"": 1, "k": 1000, "M": 1000**2, "G": 1000**3, "Mi": 2**20, "Gi": 2**30}
 _MEMORY_PATTERN = re.compile(r"^(\d+)(k|M|G|Mi|Gi)?$")
@@ -106,6 +107,7 @@ class MailerSettings(BaseModel):
     mail_collection: str = Field("mail", alias=_key("mailCollection"))
     users_collection: Optional[str] = Field(None, alias=_key("usersCollection"))
     templates_collection: Optional[str] = Field(None, alias=_key("templatesCollection"))
+    template_cache_seconds: int = Field(60, alias=_key("templateCacheSeconds"))
     smtp_connection_uri: str = Field(alias=_key("smtpConnectionUri"), repr=False)
     allow_password_in_uri: bool = Field(False, alias=_key("allowPasswordInUri"))
     default_from: str = Field(alias=_key("defaultFrom"))
@@ -156,6 +158,13 @@ class MailerSettings(BaseModel):
     @classmethod
     def _collection(cls, value: Optional[str]) -> Optional[str]:
         return None if value is None else _check_collection_path(value)
+
+    @field_validator("template_cache_seconds")
+    @classmethod
+    def _template_cache(cls, value: int) -> int:
+        if not 0 <= value <= MAX_TEMPLATE_CACHE_SECONDS:
+            raise ValueError(f"must be between 0 and {MAX_TEMPLATE_CACHE_SECONDS} seconds (how stale a cached template may get; 0 reads it for every email)")
+        return value
 
     @field_validator("smtp_connection_uri")
     @classmethod

@@ -64,6 +64,7 @@ def function_environment(settings: MailerSettings, smtp_uri: pulumi.Input[str]) 
         "DEFAULT_REPLY_TO": settings.default_reply_to,
         "USERS_COLLECTION": settings.users_collection,
         "TEMPLATES_COLLECTION": settings.templates_collection,
+        "TEMPLATE_CACHE_SECONDS": str(settings.template_cache_seconds) if settings.templates_collection else None,
     }
     environment.update({name: value for name, value in optional.items() if value is not None})
     return environment

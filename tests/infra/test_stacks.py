@@ -195,6 +195,7 @@ def test_function_settings_follow_the_stack_config(pulumi_mocks: PulumiHarness, 
         ("DEFAULT_REPLY_TO", settings.default_reply_to),
         ("USERS_COLLECTION", settings.users_collection),
         ("TEMPLATES_COLLECTION", settings.templates_collection),
+        ("TEMPLATE_CACHE_SECONDS", str(settings.template_cache_seconds) if settings.templates_collection else None),
     ):
         if value is not None:
             expected_env[name] = value
