@@ -91,9 +91,10 @@ def message_path(folder: Path, message_id: str) -> Path | None:
 
 def _decoded_text(part: EmailMessage) -> str:
     try:
-        return str(part.get_content())
+        text = str(part.get_content())
     except (LookupError, ValueError):  # unknown charset: show what can be shown
-        return (part.get_payload(decode=True) or b"").decode("utf-8", "replace")
+        text = (part.get_payload(decode=True) or b"").decode("utf-8", "replace")
+    return text.replace("\r\n", "\n")  # stored as on the wire (CRLF); shown as text
 
 
 def _inline_cid_images(html: str, attachments: list[Attachment]) -> str:

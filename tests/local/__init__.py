@@ -1,0 +1,1 @@
+"""Tests of the one-machine stack: make demo, make send, the inbox and its page."""

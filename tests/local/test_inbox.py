@@ -1,0 +1,122 @@
+"""The local SMTP inbox: STARTTLS and AUTH are required, every accepted message becomes an .eml file, and
+the mailbox reader takes stored messages apart."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import smtplib
+import ssl
+from email.message import EmailMessage
+
+import pytest
+
+from local.mailbox import list_messages, load_message, message_path
+
+from .conftest import INBOX_PASSWORD, INBOX_USER, InboxUnderTest
+
+LOGO = b"<svg xmlns='http://www.w3.org/2000/svg' width='4' height='4'/>"
+
+
+def simple_message(subject: str = "Hello", to: str = "ada@example.com") -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "Mailer <noreply@example.com>"
+    message["To"] = to
+    message["Subject"] = subject
+    message.set_content("plain body\n")
+    return message
+
+
+def rich_message() -> EmailMessage:
+    message = simple_message("Report")
+    message.add_alternative('<p>Hi <img src="cid:logo%40mailer" alt="logo"></p>', subtype="html")
+    message.get_payload()[1].add_related(LOGO, "image", "svg+xml", cid="<logo@mailer>", filename="logo.svg")
+    message.add_attachment(b"month,sent\n05,1024\n", maintype="text", subtype="csv", filename="report.csv")
+    return message
+
+
+def test_a_plaintext_session_cannot_send(inbox: InboxUnderTest) -> None:
+    with smtplib.SMTP(inbox.smtp.host, inbox.smtp.port, timeout=10) as client:
+        client.ehlo()
+        assert not client.has_extn("auth")  # no AUTH before TLS
+        code, reply = client.docmd("MAIL FROM:<noreply@example.com>")
+    assert code == 530 and b"STARTTLS" in reply
+    assert list(inbox.folder.iterdir()) == []
+
+
+def test_mail_before_auth_and_a_wrong_password_are_refused(inbox: InboxUnderTest) -> None:
+    with smtplib.SMTP(inbox.smtp.host, inbox.smtp.port, timeout=10) as client:
+        client.starttls(context=inbox.tls.client_context())
+        client.ehlo()
+        assert client.docmd("MAIL FROM:<noreply@example.com>")[0] == 530
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            client.login(INBOX_USER, INBOX_PASSWORD + "-wrong")
+    assert refused.value.smtp_code == 535
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        inbox.send(simple_message(), user="someone-else")
+    assert list(inbox.folder.iterdir()) == []
+
+
+def test_the_certificate_verifies_only_against_the_generated_ca(inbox: InboxUnderTest) -> None:
+    with smtplib.SMTP(inbox.smtp.host, inbox.smtp.port, timeout=10) as client:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            client.starttls(context=ssl.create_default_context())  # the system's CAs only
+    for name in ("127.0.0.1", "localhost"):  # the names the function may dial
+        with smtplib.SMTP(name, inbox.smtp.port, timeout=10) as client:
+            client.starttls(context=inbox.tls.client_context())
+            assert client.sock.getpeercert()["subjectAltName"]
+
+
+def test_an_accepted_message_is_stored_as_eml_with_its_envelope(inbox: InboxUnderTest) -> None:
+    message = simple_message("Stored")
+    message["Cc"] = "grace@example.com"
+    with smtplib.SMTP(inbox.smtp.host, inbox.smtp.port, timeout=10) as client:
+        client.starttls(context=inbox.tls.client_context())
+        client.login(INBOX_USER, INBOX_PASSWORD)
+        client.mail("bounces@example.com")
+        for recipient in ("ada@example.com", "grace@example.com", "hidden@example.com"):  # the last: Bcc
+            assert client.rcpt(recipient)[0] == 250
+        code, reply = client.data(message.as_bytes(policy=message.policy.clone(linesep="\r\n")))
+    assert code == 250
+    stored_as = reply.decode().rsplit(" ", 1)[-1]
+    path = message_path(inbox.folder, stored_as)
+    assert path is not None and path.name == f"{stored_as}.eml"
+
+    data = path.read_bytes()
+    trace = (b"Return-Path: <bounces@example.com>\r\nDelivered-To: ada@example.com\r\n"
+             b"Delivered-To: grace@example.com\r\nDelivered-To: hidden@example.com\r\n")
+    assert data.startswith(trace)
+    stored = email.message_from_bytes(data[len(trace):], policy=email.policy.default)
+    assert stored["Subject"] == "Stored" and stored.get_content() == "plain body\r\n"  # as on the wire
+
+    [summary] = list_messages(inbox.folder)
+    assert (summary.id, summary.subject, summary.sender, summary.recipients, summary.size) == (
+        stored_as, "Stored", "Mailer <noreply@example.com>", "ada@example.com", len(data))
+
+
+def test_messages_are_listed_newest_first(inbox: InboxUnderTest) -> None:
+    for subject in ("first", "second", "third"):
+        inbox.send(simple_message(subject))
+    assert [m.subject for m in list_messages(inbox.folder)] == ["third", "second", "first"]
+
+
+def test_a_stored_message_is_taken_apart_for_viewing(inbox: InboxUnderTest) -> None:
+    inbox.send(rich_message())
+    [summary] = list_messages(inbox.folder)
+    view = load_message(inbox.folder, summary.id)
+    assert view is not None
+    assert view.text == "plain body\n"
+    # The cid: image (percent-encoded in the html, as RFC 2392 has it) is inlined as a data: URI.
+    assert "cid:" not in view.html and 'src="data:image/svg+xml;base64,' in view.html
+    assert [(a.filename, a.content_type, a.content_id, a.data) for a in view.attachments] == [
+        ("logo.svg", "image/svg+xml", "logo@mailer", LOGO),
+        ("report.csv", "text/csv", None, b"month,sent\n05,1024\n"),
+    ]
+    assert ("Subject", "Report") in view.headers
+
+
+@pytest.mark.parametrize("message_id", ["../inbox/x", "..", ".hidden", "a/b", "", "x" * 200, "missing-0001"])
+def test_ids_that_are_not_stored_messages_find_nothing(inbox: InboxUnderTest, message_id: str) -> None:
+    inbox.send(simple_message())
+    assert message_path(inbox.folder, message_id) is None
+    assert load_message(inbox.folder, message_id) is None
