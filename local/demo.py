@@ -133,12 +133,13 @@ def _print_serving(stack: LocalStack, state_file: Path, out: TextIO) -> None:
     )
 
 
-class _Stop(Exception):
-    """SIGTERM/SIGHUP: leave through the finally blocks, like Ctrl-C."""
+# Ctrl-C, kill and a closed terminal all leave through the finally blocks. SIGINT is set explicitly too:
+# a shell starts background jobs with it ignored, and Python then never raises KeyboardInterrupt.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop(signal.Signals(signum).name)
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -158,7 +159,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     ports = Ports(smtp=args.smtp_port, inbox_web=args.inbox_web_port, function=args.function_port)
     stack = LocalStack(args.state_dir.resolve(), stack_file=args.stack_file, ports=ports)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)} if in_main_thread else {}
+    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS} if in_main_thread else {}
     started = time.monotonic()
     try:
         print(f"Starting the local stack from {os.path.relpath(args.stack_file)} ...", file=out, flush=True)
@@ -181,7 +182,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     except (LocalStackError, StartError, StateError) as error:
         print(f"make demo: {error}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, _Stop):
+    except KeyboardInterrupt:
         print("\nStopped.", file=out)
         return 0
     finally:

@@ -1,0 +1,168 @@
+"""`make send` against a running `make demo ARGS=--serve`, and the serve mode's own start and stop."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from local import send
+from local.mailbox import list_messages, load_message
+from local.state import StackState, read_state
+
+from .dom import parse_dom
+from .test_demo import REPO_ROOT, refuses_connections
+
+START_TIMEOUT_SECONDS = 60
+STOP_TIMEOUT_SECONDS = 30
+
+
+@dataclass
+class ServedStack:
+    process: subprocess.Popen[bytes]
+    state_dir: Path
+    output: Path
+    state: StackState
+
+    def send(self, *args: str) -> tuple[int, str]:
+        out = io.StringIO()
+        code = send.main(["--state-dir", str(self.state_dir), *args], out=out)
+        return code, out.getvalue()
+
+
+def serve(tmp_path: Path) -> ServedStack:
+    """`python -m local.demo --serve`, once it has written its state file."""
+    state_dir, output = tmp_path / "demo", tmp_path / "serve.out"
+    with open(output, "wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local.demo", "--serve", "--no-samples", "--state-dir", str(state_dir)],
+            cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while not (state_dir / "state.json").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process)
+            pytest.fail(f"make demo --serve did not start: {output.read_text()[-1500:]}", pytrace=False)
+        time.sleep(0.1)
+    return ServedStack(process, state_dir, output, read_state(state_dir))
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedStack]:
+    stack = serve(tmp_path_factory.mktemp("served"))
+    try:
+        yield stack
+    finally:
+        stop(stack.process)
+
+
+def test_send_from_flags_prints_success_and_where_to_look(served: ServedStack) -> None:
+    code, output = served.send("--to", "ada@example.com", "--to", "grace@example.com", "--subject", "Flags <ok>",
+                               "--text", "Hello from flags", "--html", "<p>Hello <em>from</em> flags</p>")
+    assert code == 0, output
+    lines = output.splitlines()
+    assert lines[0].startswith(f"{served.state.mail_collection}/") and lines[0].endswith(": SUCCESS")
+    assert "  accepted  ada@example.com, grace@example.com" in lines
+    [link] = [line.split()[-1] for line in lines if line.startswith("  inbox")]
+    page = parse_dom(urllib.request.urlopen(link, timeout=10).read().decode())
+    assert page.one("h1", id="subject").text == "Flags <ok>"
+    assert page.one("section", id="text").one("pre").text.strip() == "Hello from flags"
+
+
+def test_send_from_a_json_file(served: ServedStack, tmp_path: Path) -> None:
+    document = {"to": "ada@example.com", "cc": ["grace@example.com"], "replyTo": "help@example.com",
+                "message": {"subject": "From JSON", "text": "A whole document."}}
+    path = tmp_path / "mail.json"
+    path.write_text(json.dumps(document))
+    code, output = served.send("--json", str(path), "--id", "from-json")
+    assert code == 0, output
+    assert output.splitlines()[0] == f"{served.state.mail_collection}/from-json: SUCCESS"
+    [stored] = [m for m in list_messages(Path(served.state.inbox_dir)) if m.subject == "From JSON"]
+    headers = dict(load_message(Path(served.state.inbox_dir), stored.id).headers)
+    assert (headers["Cc"], headers["Reply-To"]) == ("grace@example.com", "help@example.com")
+
+
+def test_send_reports_a_refused_document_and_exits_1(served: ServedStack) -> None:
+    code, output = served.send("--to", "ada@example.com", "--text", "no subject")
+    assert code == 1
+    lines = output.splitlines()
+    assert lines[0].endswith(": ERROR")
+    assert lines[1].startswith("  error     message.subject:")
+
+
+def test_send_refuses_an_existing_id(served: ServedStack, capsys: pytest.CaptureFixture[str]) -> None:
+    assert served.send("--to", "ada@example.com", "--subject", "x", "--text", "y", "--id", "taken")[0] == 0
+    assert served.send("--to", "ada@example.com", "--subject", "x", "--text", "y", "--id", "taken")[0] == 2
+    assert capsys.readouterr().err.strip() == f"make send: --id: {served.state.mail_collection}/taken already exists; pick another id"
+
+
+@pytest.mark.parametrize(
+    ("args", "content", "expected"),
+    [
+        (["--to", "ada@example.com"], '{"to": "x@example.com"}', "--json: give either --json or flags such as --to"),
+        ([], '{"to": ', "is not JSON (line 1, column 8"),
+        ([], '["to"]', "must hold one JSON object (a mail document), not list"),
+        (["--subject", "no recipient"], None, "--to: at least one recipient is required"),
+    ],
+)
+def test_arguments_that_make_no_document_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], content: str | None, expected: str
+) -> None:
+    if content is not None:
+        (tmp_path / "mail.json").write_text(content)
+        args = [*args, "--json", str(tmp_path / "mail.json")]
+    assert send.main(["--state-dir", str(tmp_path), *args], out=io.StringIO()) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("make send: ") and expected in error and "\n" not in error
+
+
+def test_send_without_a_running_stack_says_how_to_start_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert send.main(["--state-dir", str(tmp_path), "--to", "ada@example.com", "--subject", "s", "--text", "t"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"make send: no local stack is running ({tmp_path / 'state.json'} does not exist); "
+        "start one with `make demo ARGS=--serve`"
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_stops_everything_and_forgets_its_state(tmp_path: Path, sig: int) -> None:
+    stack = serve(tmp_path)
+    try:
+        output = stack.output.read_text()
+        assert stack.state.inbox_url in output and stack.state.function_url in output
+        assert f"FIRESTORE_EMULATOR_HOST={stack.state.emulator_host}" in output
+        listening = {
+            "emulator": stack.state.emulator_host,
+            "emulator admin": urlsplit(stack.state.emulator_admin_url).netloc,
+            "function": urlsplit(stack.state.function_url).netloc,
+            "smtp": stack.state.smtp_address,
+            "inbox page": urlsplit(stack.state.inbox_url).netloc,
+        }
+        assert not any(refuses_connections(address) for address in listening.values())
+    finally:
+        code = stop(stack.process, sig)
+    assert code == 0
+    assert stack.output.read_text().rstrip().endswith("Stopped.")
+    assert not (stack.state_dir / "state.json").exists()
+    assert {name: refuses_connections(address) for name, address in listening.items()} == dict.fromkeys(listening, True)
