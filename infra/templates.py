@@ -89,6 +89,8 @@ def _load_file(path: Path) -> TemplateFile:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or type(error).__name__
+        if "unhashable key" in problem:  # YAML read `{{name}}` as a map inside a map
+            problem += "; quote a value that starts with {{, or use a block scalar (|)"
         raise TemplateFileError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(content, dict):
         raise TemplateFileError(f"{path}: expected a map of keys such as subject, text, html and data")
@@ -175,6 +177,12 @@ def firestore_fields(document: Mapping[str, Any]) -> dict[str, Any]:
     return {str(key): firestore_value(value) for key, value in document.items()}
 
 
+def document_json(document: Mapping[str, Any]) -> str:
+    """The `fields` text of a template's document. Keys are sorted: reordering the keys of a file (or of
+    an attachment) changes nothing, so only a real change shows as a diff."""
+    return json.dumps(firestore_fields(document), sort_keys=True, ensure_ascii=False)
+
+
 def template_documents(
     name: str,
     templates: Mapping[str, Mapping[str, Any]],
@@ -193,8 +201,7 @@ def template_documents(
             database=database,
             collection=collection,
             document_id=template_name,
-            # Sorted keys: the same template always gives the same text, so an unchanged file shows no diff.
-            fields=json.dumps(firestore_fields(document), sort_keys=True, ensure_ascii=False),
+            fields=document_json(document),
             opts=opts,
         )
         for template_name, document in sorted(templates.items())
