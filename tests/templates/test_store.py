@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from mailer.document import TemplateRef
+from mailer.settings import SettingsError, load_settings
 from mailer.template_store import TemplateStore, store_for
 from mailer.templates import TemplateError
 
@@ -166,3 +167,12 @@ def test_an_instance_keeps_one_store_per_client_and_collection(firestore_client,
     store = store_for(firestore_client, unique_collection, 60)
     assert store_for(firestore_client, unique_collection, 60) is store
     assert store_for(firestore_client, f"{unique_collection}-other", 60) is not store
+
+
+def test_the_cache_age_setting_defaults_to_a_minute_and_names_itself_when_wrong() -> None:
+    assert load_settings({}).template_cache_seconds == 60
+    assert load_settings({"TEMPLATE_CACHE_SECONDS": "0"}).template_cache_seconds == 0
+    for bad, reason in (("-1", "must be at least 0, got -1"), ("soon", "expected a whole number, got 'soon'")):
+        with pytest.raises(SettingsError) as raised:
+            load_settings({"TEMPLATE_CACHE_SECONDS": bad})
+        assert str(raised.value) == f"TEMPLATE_CACHE_SECONDS: {reason}"
