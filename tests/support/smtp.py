@@ -176,6 +176,11 @@ class SmtpTestServer:
 
     def stop(self) -> None:
         if self._controller._thread is not None:
+            # Sessions a client left open would keep asyncio's Server.wait_closed() (3.12+) from
+            # returning, and the controller's stop() with it: hang them up first.
+            self._hang_up_all(None)
+            with self._lost:
+                self._lost.wait_for(lambda: not self._sessions, timeout=5)
             self._controller.stop()
         self._controller._listener.close()
 
@@ -206,11 +211,7 @@ class SmtpTestServer:
     def drop_connections(self, reply: str | None = "421 4.4.2 Idle timeout exceeded, closing") -> None:
         """Hang up every open session now (optionally sending `reply` first), as a server does
         with idle clients; returns once the server has closed them."""
-        with self._lost:
-            victims = [s for s in self._sessions if s.transport is not None]
-        for session in victims:
-            future = asyncio.run_coroutine_threadsafe(session.hang_up(reply), self._controller.loop)
-            future.result(timeout=5)
+        self._hang_up_all(reply)
         if not self.wait_until_no_connections():
             raise RuntimeError("test SMTP server could not close its sessions")
 
@@ -219,6 +220,13 @@ class SmtpTestServer:
         a moment after the client returns). True when none is open."""
         with self._lost:
             return self._lost.wait_for(lambda: self.active_connections == 0, timeout=timeout)
+
+    def _hang_up_all(self, reply: str | None) -> None:
+        with self._lost:
+            victims = [s for s in self._sessions if s.transport is not None]
+        for session in victims:
+            future = asyncio.run_coroutine_threadsafe(session.hang_up(reply), self._controller.loop)
+            future.result(timeout=5)
 
     # -- called from the server thread -----------------------------------------------------------
 
@@ -239,19 +247,21 @@ class SmtpTestServer:
         return AuthResult(success=False, handled=False)  # handled=False: aiosmtpd sends the 535
 
     def _session_opened(self, session: _ScriptedSMTP) -> bool:
-        if not self._recording:
-            return False
+        """Register an open session; True when it counts as a client's (not the start-up probe)."""
         with self._lost:
+            self._sessions.append(session)
+            if not self._recording:
+                return False
             self.connections += 1
             self.active_connections += 1
             self.max_active_connections = max(self.max_active_connections, self.active_connections)
-            self._sessions.append(session)
             session.number = self.connections
         return True
 
-    def _session_closed(self, session: _ScriptedSMTP) -> None:
+    def _session_closed(self, session: _ScriptedSMTP, counted: bool) -> None:
         with self._lost:
-            self.active_connections -= 1
+            if counted:
+                self.active_connections -= 1
             self._sessions.remove(session)
             self._lost.notify_all()
 
@@ -268,19 +278,23 @@ class _ScriptedSMTP(SMTP):
         self.number = 0
         self.transactions = 0
         self._counted = False
+        self._open = False
+        self._raw_socket: Any = None
         self._greeted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None  # STARTTLS calls this again for the same session
         super().connection_made(transport)
         if first:
+            self._open = True
+            self._raw_socket = transport.get_extra_info("socket")  # kept for hang_up()
             self._counted = self.owner._session_opened(self)
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
-        if self._counted:
-            self._counted = False
-            self.owner._session_closed(self)
+        if self._open:
+            self._open = False
+            self.owner._session_closed(self, self._counted)
 
     async def push(self, status: Any) -> None:
         if not self._greeted:
@@ -296,13 +310,12 @@ class _ScriptedSMTP(SMTP):
         is cancelled when the loss is noticed."""
         if self.transport is None:
             return
-        if reply:
+        if reply and not self.transport.is_closing():
             await super().push(reply)
-        raw = self.transport.get_extra_info("socket")
         self.transport.close()
-        if raw is not None:
+        if self._raw_socket is not None:
             try:
-                raw.shutdown(socket.SHUT_RDWR)
+                self._raw_socket.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass  # already gone
 
