@@ -31,6 +31,7 @@ from local.samples import Sample, demo_samples
 from local.stack import LocalStack, Ports
 from local.stackfile import LOCAL_STACK_FILE, LocalStackError
 from local.state import DEFAULT_STATE_DIR, StateError, remove_state, write_state
+from local.template_seed import TEMPLATES_DIR
 
 SETTLE_TIMEOUT_SECONDS = 20.0
 ERROR_COLUMN_CHARS = 100  # the whole error is in the document's delivery.error
@@ -148,6 +149,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-samples", action="store_true", help="with --serve: start with an empty inbox")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="logs, inbox, state.json (default .demo)")
     parser.add_argument("--stack-file", type=Path, default=LOCAL_STACK_FILE, help="settings (default stacks/Pulumi.local.yaml)")
+    parser.add_argument("--templates-dir", type=Path, default=TEMPLATES_DIR, help="template files (default templates/)")
     for name in ("smtp", "inbox-web", "function"):
         parser.add_argument(f"--{name}-port", type=int, default=0, metavar="PORT", help=f"{name} port (default: a free one)")
     return parser.parse_args(argv)
@@ -157,7 +159,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     ports = Ports(smtp=args.smtp_port, inbox_web=args.inbox_web_port, function=args.function_port)
-    stack = LocalStack(args.state_dir.resolve(), stack_file=args.stack_file, ports=ports)
+    stack = LocalStack(args.state_dir.resolve(), stack_file=args.stack_file, ports=ports,
+                       templates_dir=args.templates_dir.resolve())
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS} if in_main_thread else {}
     started = time.monotonic()
@@ -174,8 +177,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
                 return 0 if all(result.as_expected for result in results) else 1
             state_file = write_state(stack.state_dir, stack.state())
             _print_serving(stack, state_file, out)
-            threading.Event().wait()
-            return 0  # not reached: only a signal ends the wait
+            while True:  # until a signal; short waits, because the signal may land on another thread
+                time.sleep(0.2)  # and Python runs handlers only when the main thread wakes
         finally:
             remove_state(stack.state_dir)
             stack.stop()

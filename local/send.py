@@ -1,7 +1,10 @@
 """`make send`: write one mail document into the running local stack and print how its delivery ended.
 
     python -m local.send --to ada@example.com --subject Hi --text Hello [--html '<p>Hi</p>'] [--cc ...]
+    python -m local.send --to ada@example.com --template SignIn --data '{"code": "123456"}'
     python -m local.send --json mail.json        (a whole mail document; - reads stdin)
+
+Templates are re-read from templates/ before every send, so an edited template shows in the next email.
 
 Finds the stack through .demo/state.json (written by `make demo ARGS=--serve`). Exit code: 0 SUCCESS,
 1 any other outcome, 2 no running stack or bad arguments.
@@ -22,10 +25,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from google.api_core import exceptions as google_errors
+from google.cloud import firestore
 
 from local.documents import emulator_client, wait_for_delivery
 from local.mailbox import list_messages
 from local.state import DEFAULT_STATE_DIR, StackState, StateError, read_state
+from local.template_seed import load_template_documents, seed_templates
 
 _MESSAGE_FLAGS = ("subject", "text", "html")
 _ADDRESS_FLAGS = ("to", "cc", "bcc")
@@ -44,6 +49,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--subject")
     parser.add_argument("--text", help="plain text body")
     parser.add_argument("--html", help="html body")
+    parser.add_argument("--template", metavar="NAME", help="render templates/NAME.yaml (re-read on every send)")
+    parser.add_argument("--data", metavar="JSON", help='with --template: its data, e.g. \'{"code": "123456"}\'')
     parser.add_argument("--json", type=Path, metavar="FILE", help="a whole mail document as JSON (- for stdin)")
     parser.add_argument("--id", dest="doc_id", help="document id (default: a generated one)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the outcome (default 30)")
@@ -66,7 +73,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def build_document(args: argparse.Namespace) -> dict[str, Any]:
     """The mail document the flags describe. The function validates it, as it would an app's."""
-    flagged = [name for name in (*_ADDRESS_FLAGS, *_MESSAGE_FLAGS, "sender", "reply_to") if getattr(args, name)]
+    flagged = [name for name in (*_ADDRESS_FLAGS, *_MESSAGE_FLAGS, "sender", "reply_to", "template", "data")
+               if getattr(args, name)]
     if args.json is not None:
         if flagged:
             raise UsageError(f"--json: give either --json or flags such as --{flagged[0].replace('_', '-')}, not both")
@@ -82,8 +90,26 @@ def build_document(args: argparse.Namespace) -> dict[str, Any]:
         document["from"] = args.sender
     if args.reply_to:
         document["replyTo"] = args.reply_to
-    document["message"] = {name: getattr(args, name) for name in _MESSAGE_FLAGS if getattr(args, name) is not None}
+    message = {name: getattr(args, name) for name in _MESSAGE_FLAGS if getattr(args, name) is not None}
+    if message or not args.template:
+        document["message"] = message
+    if args.data is not None and not args.template:
+        raise UsageError("--data: only goes with --template NAME")
+    if args.template:
+        document["template"] = {"name": args.template, "data": _template_data(args.data)}
     return document
+
+
+def _template_data(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"--data: not JSON (column {error.colno}: {error.msg})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--data: must be a JSON object, not {type(data).__name__}")
+    return data
 
 
 def _report(path: str, delivery: dict[str, Any], state: StackState, out: TextIO) -> None:
@@ -100,6 +126,14 @@ def _report(path: str, delivery: dict[str, Any], state: StackState, out: TextIO)
         print(f"  inbox     {state.inbox_url}messages/{received.id}", file=out)
 
 
+def _refresh_templates(client: firestore.Client, state: StackState) -> None:
+    """Re-read templates/ before each send, so an edited template shows in the next email (the local
+    stack sets templateCacheSeconds to 0, so the function does not keep an old copy)."""
+    documents = load_template_documents(Path(state.templates_dir)) if state.templates_collection else None
+    if state.templates_collection and documents:
+        seed_templates(client, state.templates_collection, documents)
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = parse_args(argv)
     try:
@@ -109,6 +143,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         print(f"make send: {error}", file=sys.stderr)
         return 2
     client = emulator_client(state.emulator_host, state.project, state.database)
+    try:
+        _refresh_templates(client, state)
+    except ValueError as error:  # a template file with a mistake: infra.templates names file and key
+        client.close()
+        print(f"make send: {error}", file=sys.stderr)
+        return 2
     try:
         collection = client.collection(state.mail_collection)
         reference = collection.document(args.doc_id) if args.doc_id else collection.document()

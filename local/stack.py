@@ -34,7 +34,7 @@ from local.stackfile import (
     trigger_filter,
 )
 from local.state import FolderLock, StackState
-from local.template_seed import load_template_documents, seed_templates
+from local.template_seed import TEMPLATES_DIR, load_template_documents, seed_templates
 from local.tls import create_local_tls
 
 
@@ -57,9 +57,11 @@ def _empty_inbox(folder: Path) -> None:
 
 
 class LocalStack:
-    def __init__(self, state_dir: Path, *, stack_file: Path = LOCAL_STACK_FILE, ports: Ports = Ports()) -> None:
+    def __init__(self, state_dir: Path, *, stack_file: Path = LOCAL_STACK_FILE, ports: Ports = Ports(),
+                 templates_dir: Path = TEMPLATES_DIR) -> None:
         self.state_dir = state_dir
         self.stack_file = stack_file
+        self.templates_dir = templates_dir
         self.ports = ports
         self._resources = ExitStack()
         self.settings: MailerSettings
@@ -138,7 +140,7 @@ class LocalStack:
 
     def _seed_templates(self) -> None:
         collection = self.settings.templates_collection
-        documents = load_template_documents() if collection else None
+        documents = load_template_documents(self.templates_dir) if collection else None
         if collection and documents:
             seed_templates(self.client, collection, documents)
             self.templates = sorted(documents)
@@ -160,4 +162,5 @@ class LocalStack:
             database=self.settings.database,
             mail_collection=self.settings.mail_collection,
             templates_collection=self.settings.templates_collection,
+            templates_dir=str(self.templates_dir),
         )

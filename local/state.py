@@ -33,6 +33,7 @@ class StackState:
     database: str
     mail_collection: str
     templates_collection: str | None
+    templates_dir: str  # where `make send` re-reads templates from
 
 
 def write_state(folder: Path, state: StackState) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from local import send
 from local.mailbox import list_messages, load_message
 from local.state import StackState, read_state
+from local.template_seed import TEMPLATES_DIR
 
 from .dom import parse_dom
 from .test_demo import REPO_ROOT, refuses_connections
@@ -41,11 +43,13 @@ class ServedStack:
 
 
 def serve(tmp_path: Path) -> ServedStack:
-    """`python -m local.demo --serve`, once it has written its state file."""
-    state_dir, output = tmp_path / "demo", tmp_path / "serve.out"
+    """`python -m local.demo --serve` on a copy of templates/, once it has written its state file."""
+    state_dir, output, templates = tmp_path / "demo", tmp_path / "serve.out", tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, templates)
     with open(output, "wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "local.demo", "--serve", "--no-samples", "--state-dir", str(state_dir)],
+            [sys.executable, "-m", "local.demo", "--serve", "--no-samples", "--state-dir", str(state_dir),
+             "--templates-dir", str(templates)],
             cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -117,6 +121,39 @@ def test_send_refuses_an_existing_id(served: ServedStack, capsys: pytest.Capture
     assert capsys.readouterr().err.strip() == f"make send: --id: {served.state.mail_collection}/taken already exists; pick another id"
 
 
+def received_subject(served: ServedStack, output: str) -> str:
+    [link] = [line.split()[-1] for line in output.splitlines() if line.startswith("  inbox")]
+    message_id = link.rsplit("/", 1)[-1]
+    return load_message(Path(served.state.inbox_dir), message_id).summary.subject
+
+
+def test_an_edited_template_shows_in_the_next_email(served: ServedStack) -> None:
+    template_file = Path(served.state.templates_dir) / "Generic.yaml"
+    original = template_file.read_text()
+    code, output = served.send("--to", "ada@example.com", "--template", "Generic", "--data", '{"code": "111111"}')
+    assert code == 0, output
+    assert received_subject(served, output) == "Your verification code: 111111"
+    try:
+        template_file.write_text(original.replace("Your verification code: {{code}}", "Edited: {{code}}"))
+        code, output = served.send("--to", "ada@example.com", "--template", "Generic", "--data", '{"code": "222222"}')
+        assert code == 0, output
+        assert received_subject(served, output) == "Edited: 222222"
+    finally:
+        template_file.write_text(original)
+
+
+def test_a_broken_template_file_stops_send_naming_the_file(served: ServedStack, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = Path(served.state.templates_dir) / "Broken.yaml"
+    broken.write_text("subject: Hi\nbody: not a template key\n")
+    try:
+        code, _ = served.send("--to", "ada@example.com", "--template", "Broken")
+    finally:
+        broken.unlink()
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"make send: {broken}: body:") and "\n" not in error
+
+
 @pytest.mark.parametrize(
     ("args", "content", "expected"),
     [
@@ -124,6 +161,8 @@ def test_send_refuses_an_existing_id(served: ServedStack, capsys: pytest.Capture
         ([], '{"to": ', "is not JSON (line 1, column 8"),
         ([], '["to"]', "must hold one JSON object (a mail document), not list"),
         (["--subject", "no recipient"], None, "--to: at least one recipient is required"),
+        (["--to", "ada@example.com", "--data", "{}"], None, "--data: only goes with --template NAME"),
+        (["--to", "ada@example.com", "--template", "Generic", "--data", "[1]"], None, "--data: must be a JSON object, not list"),
     ],
 )
 def test_arguments_that_make_no_document_exit_2(
