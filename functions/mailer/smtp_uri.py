@@ -4,6 +4,22 @@ Option names follow nodemailer's where one exists, so URIs written for the Fireb
 working. Errors name the option or part at fault and never echo the password: values from the
 authority are not quoted back, because an unencoded '/', '?' or '#' in a password shifts the split
 and would otherwise leak a piece of it as "the port" or "an option".
+
+Options (booleans are true/false or 1/0; times in milliseconds):
+    name                   EHLO name (default: the machine's FQDN, else its address literal)
+    tlsServername          name sent as SNI and checked against the certificate (default: host)
+    tlsCaFile              extra CA certificates (PEM file) trusted besides the system store
+    tlsRejectUnauthorized  false turns certificate verification off (default true)
+    requireTLS             smtp:// must upgrade with STARTTLS even without credentials
+    ignoreTLS              smtp:// never upgrades (with credentials only if allowPlaintextAuth)
+    allowPlaintextAuth     allow credentials when the server offers no STARTTLS
+    authMethod             PLAIN or LOGIN (default: PLAIN if offered, else LOGIN)
+    connectionTimeout      TCP connect + implicit TLS handshake, and waiting for a pool slot (10000)
+    greetingTimeout        waiting for the server's 220 greeting (10000)
+    socketTimeout          waiting for any later reply (30000)
+    pool                   keep connections for reuse across sends (default true)
+    maxConnections         connections open at once per pool (default 5)
+    maxMessages            messages per connection before it is replaced (default 100)
 """
 
 from __future__ import annotations
@@ -233,7 +249,9 @@ def _parse_bool(name: str, value: str) -> bool:
 def _parse_positive_int(name: str, value: str) -> int:
     text = value.strip()
     if not text.isascii() or not text.isdigit() or int(text) < 1:
-        raise SmtpConfigError(f"{URI_NAME}: option {_shown(name)} must be a positive integer, got {_shown(value)}")
+        raise SmtpConfigError(
+            f"{URI_NAME}: option {_shown(name)} must be a positive integer, got {_shown(value)}"
+        )
     return int(text)
 
 
@@ -245,7 +263,8 @@ def _parse_text(name: str, value: str) -> str:
         upper = text.upper()
         if upper not in AUTH_METHODS:
             raise SmtpConfigError(
-                f"{URI_NAME}: option 'authMethod' must be one of {', '.join(AUTH_METHODS)}, got {_shown(value)}"
+                f"{URI_NAME}: option 'authMethod' must be one of {', '.join(AUTH_METHODS)}, "
+                f"got {_shown(value)}"
             )
         return upper
     if name in ("name", "tlsServername") and not _HOSTNAME_RE.match(text):

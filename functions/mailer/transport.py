@@ -297,6 +297,10 @@ class _Connection:
         try:
             if isinstance(sock, ssl.SSLSocket) and sock.pending():
                 return False
+            if hasattr(select, "poll"):  # unlike select(), not limited to descriptors below 1024
+                poller = select.poll()
+                poller.register(sock, select.POLLIN)
+                return not poller.poll(0)
             readable, _, _ = select.select([sock], [], [], 0)
         except (OSError, ValueError):
             return False

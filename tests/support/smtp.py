@@ -203,9 +203,9 @@ class SmtpTestServer:
             userinfo += "@"
         merged: dict[str, Any] = {"tlsCaFile": self.ca_file} if self.ca_file else {}
         merged.update(options)
-        query = urlencode(
-            {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in merged.items() if v is not None}
-        )
+        shown = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in merged.items()
+                 if v is not None}
+        query = urlencode(shown)
         return f"{scheme}://{userinfo}{self.host}:{self.port}" + (f"?{query}" if query else "")
 
     def drop_connections(self, reply: str | None = "421 4.4.2 Idle timeout exceeded, closing") -> None:
@@ -396,7 +396,9 @@ class _Handler:
                 mail_from=envelope.mail_from or "",
                 rcpt_tos=list(envelope.rcpt_tos),
                 content=content,
-                message=email.message_from_bytes(content, policy=email.policy.default),  # type: ignore[arg-type]
+                message=email.message_from_bytes(  # type: ignore[arg-type]
+                    content, policy=email.policy.default
+                ),
                 smtputf8=envelope.smtp_utf8,
                 mail_options=list(envelope.mail_options),
                 response=response,
@@ -411,7 +413,9 @@ class _Handler:
 class _Controller(Controller):
     """aiosmtpd's Controller on a socket we already bound (free port, 127.0.0.1 only)."""
 
-    def __init__(self, handler: _Handler, listener: socket.socket, owner: SmtpTestServer, **kwargs: Any) -> None:
+    def __init__(
+        self, handler: _Handler, listener: socket.socket, owner: SmtpTestServer, **kwargs: Any
+    ) -> None:
         super().__init__(handler, hostname=LISTEN_HOST, port=listener.getsockname()[1], **kwargs)
         self._listener = listener
         self._owner = owner
