@@ -72,6 +72,7 @@ class LocalStack:
         self.bridge: TriggerBridge
         self.client: firestore.Client
         self.templates: list[str] = []  # names seeded into the templates collection
+        self._smtp_password = ""  # kept only so tests can prove it appears nowhere
 
     def __enter__(self) -> LocalStack:
         self.start()
@@ -103,7 +104,7 @@ class LocalStack:
 
             # The password exists only in this process and the function's environment, as a
             # Secret Manager value does in the cloud.
-            password = secrets.token_urlsafe(24)
+            password = self._smtp_password = secrets.token_urlsafe(24)
             tls = create_local_tls(self.state_dir / "tls")
             self.inbox = started.enter_context(
                 SmtpInbox(self.inbox_dir, tls, smtp_user(settings.smtp_connection_uri), password, self.ports.smtp)

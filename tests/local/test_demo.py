@@ -97,6 +97,12 @@ def test_every_sample_ends_as_promised_with_one_invocation_each(local_stack: Loc
         assert local_stack.bridge.invocations[path] == 1, path
     assert local_stack.bridge.failures == []
 
+    # The generated SMTP password reached the function (it logged in) and nothing else.
+    password = local_stack._smtp_password.encode()
+    written = [path for path in local_stack.state_dir.rglob("*") if path.is_file()]
+    assert local_stack.function_log in written
+    assert [path for path in written if password in path.read_bytes()] == []
+
 
 def test_the_template_sample_runs_once_templates_exist(local_stack: LocalStack) -> None:
     # templates/Generic.yaml and infra.templates are in this checkout, so the demo must exercise them.
