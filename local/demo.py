@@ -24,9 +24,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+from google.api_core.exceptions import GoogleAPICallError
+
 from local.documents import wait_for_delivery
+from local.errors import StartError
 from local.mailbox import StoredMessage, list_messages
-from local.processes import StartError
 from local.samples import Sample, demo_samples
 from local.stack import LocalStack, Ports
 from local.stackfile import LOCAL_STACK_FILE, LocalStackError
@@ -165,26 +167,29 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS} if in_main_thread else {}
     started = time.monotonic()
     try:
-        print(f"Starting the local stack from {os.path.relpath(args.stack_file)} ...", file=out, flush=True)
+        print(f"Starting the local stack from {_shown(args.stack_file)} ...", file=out, flush=True)
         stack.start()
         try:
             results: list[SampleResult] = []
             if not args.no_samples:
                 results = run_samples(stack, demo_samples(stack.templates))
                 _print_summary(stack, results, out)
-            if not args.serve:
-                print(f"Done in {time.monotonic() - started:.1f} s; everything is stopped.", file=out)
-                return 0 if all(result.as_expected for result in results) else 1
-            state_file = write_state(stack.state_dir, stack.state())
-            _print_serving(stack, state_file, out)
-            while True:  # until a signal; short waits, because the signal may land on another thread
-                time.sleep(0.2)  # and Python runs handlers only when the main thread wakes
+            if args.serve:
+                _print_serving(stack, write_state(stack.state_dir, stack.state()), out)
+                while True:  # until a signal; short waits, because the signal may land on another thread
+                    time.sleep(0.2)  # and Python runs handlers only when the main thread wakes
         finally:
             remove_state(stack.state_dir)
             stack.stop()
+        print(f"Done in {time.monotonic() - started:.1f} s; everything is stopped.", file=out)
+        return 0 if all(result.as_expected for result in results) else 1
     except (LocalStackError, StartError, StateError) as error:
         print(f"make demo: {error}", file=sys.stderr)
         return 2
+    except GoogleAPICallError as error:
+        print(f"make demo: the Firestore emulator refused a request ({error.code}); see {_shown(stack.emulator_log)}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nStopped.", file=out)
         return 0

@@ -6,7 +6,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from local.processes import ManagedProcess, StartError
+from local.errors import StartError
+from local.processes import ManagedProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EMULATOR_DIR = REPO_ROOT / "emulator"

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from infra.mailer import ENTRY_POINT
-from local.processes import ManagedProcess, StartError, free_port
+from local.errors import StartError
+from local.processes import ManagedProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FUNCTION_SOURCE = REPO_ROOT / "functions" / "main.py"

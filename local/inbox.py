@@ -19,6 +19,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from local.errors import StartError
 from local.tls import LocalTls
 
 LISTEN_HOST = "127.0.0.1"
@@ -67,8 +68,10 @@ class SmtpInbox:
         self._thread.start()
         if not self._ready.wait(START_TIMEOUT_SECONDS) or self._error is not None:
             self.stop()
-            reason = f"{type(self._error).__name__}: {self._error}" if self._error else "no answer"
-            raise RuntimeError(f"SMTP inbox could not listen on {self.host}:{self.port} ({reason})")
+            error = self._error
+            # asyncio rewords bind errors; the errno says it plainly.
+            reason = os.strerror(error.errno) if isinstance(error, OSError) and error.errno else str(error or "no answer")
+            raise StartError(f"SMTP inbox: cannot listen on {self.host}:{self.port} ({reason})")
 
     def stop(self) -> None:
         if self._thread.is_alive():

@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
 
+from local.errors import StartError
 from local.mailbox import MessageView, StoredMessage, list_messages, load_message, message_path
 
 LISTEN_HOST = "127.0.0.1"
@@ -178,7 +179,10 @@ class InboxWeb:
     """The web page in a background thread. Use as a context manager or call start()/stop()."""
 
     def __init__(self, folder: Path, port: int = 0) -> None:
-        self._server = InboxWebServer(folder, port)
+        try:
+            self._server = InboxWebServer(folder, port)
+        except OSError as error:
+            raise StartError(f"inbox page: cannot listen on {LISTEN_HOST}:{port} ({error.strerror})") from None
         self.port: int = self._server.server_address[1]
         self.url = f"http://{LISTEN_HOST}:{self.port}/"
         self._thread = threading.Thread(target=self._server.serve_forever, name="inbox-web", daemon=True)

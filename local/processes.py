@@ -14,12 +14,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from local.errors import StartError
+
 STOP_GRACE_SECONDS = 5.0
 _PR_SET_PDEATHSIG = 1
-
-
-class StartError(RuntimeError):
-    """A part of the local stack did not come up. str(e) is one line naming the part and its log."""
 
 
 def _parent_death_signal() -> Callable[[], None] | None:

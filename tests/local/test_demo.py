@@ -179,3 +179,17 @@ def test_a_missing_stack_file_is_one_line(tmp_path: Path, capsys: pytest.Capture
     assert demo.main(["--state-dir", str(tmp_path / "demo"), "--stack-file", str(missing)], out=io.StringIO()) == 2
     error = capsys.readouterr().err.strip()
     assert error == f"make demo: {missing}: cannot be read (FileNotFoundError)"
+
+
+@pytest.mark.parametrize(("flag", "part"), [("--smtp-port", "SMTP inbox"), ("--inbox-web-port", "inbox page")])
+def test_a_port_in_use_is_one_line_naming_the_part(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, part: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = demo.main(["--state-dir", str(tmp_path / "demo"), flag, str(port)], out=io.StringIO())
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"make demo: {part}: cannot listen on 127.0.0.1:{port} (Address already in use)"
