@@ -143,19 +143,17 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         print(f"make send: {error}", file=sys.stderr)
         return 2
     client = emulator_client(state.emulator_host, state.project, state.database)
+    collection = client.collection(state.mail_collection)
+    reference = collection.document(args.doc_id) if args.doc_id else collection.document()
     try:
         _refresh_templates(client, state)
-    except ValueError as error:  # a template file with a mistake: infra.templates names file and key
-        client.close()
-        print(f"make send: {error}", file=sys.stderr)
-        return 2
-    try:
-        collection = client.collection(state.mail_collection)
-        reference = collection.document(args.doc_id) if args.doc_id else collection.document()
         reference.create(document)
         delivery = wait_for_delivery(reference, args.timeout)
     except google_errors.AlreadyExists:
         print(f"make send: --id: {reference.path} already exists; pick another id", file=sys.stderr)
+        return 2
+    except ValueError as error:  # a template file with a mistake: infra.templates names the file and key
+        print(f"make send: {error}", file=sys.stderr)
         return 2
     except google_errors.GoogleAPICallError as error:
         print(f"make send: the emulator at {state.emulator_host} refused the document ({error.code})", file=sys.stderr)
