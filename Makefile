@@ -24,6 +24,7 @@ lock: $(VENV)/.installed
 	$(VENV)/bin/uv pip compile --quiet requirements-dev.in -o requirements-dev.lock --python-version 3.11
 
 test: install
+	@tools/ensure-chromium
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The pipeline on this machine (emulator, trigger bridge, function, SMTP inbox); see README "Run it locally".
