@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: test demo send install clean lock
+.PHONY: test demo send bench install clean lock
 
 install: $(VENV)/.installed emulator/node_modules/.installed
 
@@ -34,6 +34,10 @@ demo: install
 
 send: install
 	@$(PY) -m local.send $(ARGS)
+
+# Cost per email and local delivery speed; prints figures, asserts nothing. ARGS="--emails 500 --template".
+bench: install
+	@$(PY) -m bench.pipeline $(ARGS)
 
 clean:
 	rm -rf $(VENV) emulator/node_modules .pytest_cache .demo
