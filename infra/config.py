@@ -8,6 +8,7 @@ the message without a stack trace. No message ever echoes the SMTP URI or the pa
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import urlsplit
@@ -352,15 +353,24 @@ def _describe(error: Any) -> str:
 
 
 def _read_settings(namespaces: dict[str, pulumi.Config]) -> dict[str, str]:
-    raw: dict[str, str] = {}
+    values: dict[str, Optional[str]] = {}
     for field in MailerSettings.model_fields.values():
         assert field.alias is not None
         namespace, name = field.alias.split(":", 1)
-        value = namespaces[namespace].get(name)
-        # An empty value (e.g. an unset optional default in Pulumi.yaml) means "not set".
-        if value is not None and value.strip() != "":
-            raw[field.alias] = value.strip()
-    return raw
+        values[field.alias] = namespaces[namespace].get(name)
+    return values
+
+
+def settings_problems(values: Mapping[str, Optional[str]]) -> tuple[Optional[MailerSettings], list[str]]:
+    """Validate config values keyed as the operator types them (`mailer:region`); keys that are not
+    settings (the password, other namespaces) are ignored. Returns the settings or one line per bad key."""
+    known = {field.alias for field in MailerSettings.model_fields.values()}
+    # An empty value (e.g. an unset optional default in Pulumi.yaml) means "not set".
+    raw = {key: value.strip() for key, value in values.items() if key in known and value is not None and value.strip()}
+    try:
+        return MailerSettings.model_validate(raw), []
+    except ValidationError as error:
+        return None, [_describe(item) for item in error.errors()]
 
 
 def _password_problem(mailer_config: pulumi.Config) -> Optional[str]:
@@ -377,12 +387,7 @@ def _password_problem(mailer_config: pulumi.Config) -> Optional[str]:
 
 def load_config(mailer_config: pulumi.Config, gcp_config: pulumi.Config) -> StackConfig:
     """Read and validate the whole stack configuration; raise ConfigError naming every bad key."""
-    problems: list[str] = []
-    settings: Optional[MailerSettings] = None
-    try:
-        settings = MailerSettings.model_validate(_read_settings({NAMESPACE: mailer_config, "gcp": gcp_config}))
-    except ValidationError as error:
-        problems.extend(_describe(item) for item in error.errors())
+    settings, problems = settings_problems(_read_settings({NAMESPACE: mailer_config, "gcp": gcp_config}))
     password_problem = _password_problem(mailer_config)
     if password_problem:
         problems.append(password_problem)

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import yaml
-from pydantic import ValidationError
 
-from infra.config import MailerSettings
+from infra.config import MailerSettings, settings_problems
 from infra.mailer import EVENT_TYPE, document_pattern, function_environment
+from infra.stack_files import PROJECT_FILE, REPO_ROOT, stack_config
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILE = REPO_ROOT / "Pulumi.yaml"
 LOCAL_STACK_FILE = REPO_ROOT / "stacks" / "Pulumi.local.yaml"
-NAMESPACE = "mailer"
 
 # The only variables the function process inherits from the developer's shell: what a process needs to
 # run at all. Like the cloud's, its environment is otherwise exactly what the deployment sets, so a value
@@ -33,45 +29,21 @@ class LocalStackError(ValueError):
     """The local stack file cannot be used. str(e) is one line naming the file and the key."""
 
 
-def _config_string(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _project_defaults(project_file: Path) -> dict[str, str]:
-    declared = yaml.safe_load(project_file.read_text())["config"]
-    return {
-        (key if ":" in key else f"{NAMESPACE}:{key}"): _config_string(spec["default"])
-        for key, spec in declared.items()
-        if isinstance(spec, dict) and "default" in spec
-    }
-
-
 def read_stack_config(stack_file: Path = LOCAL_STACK_FILE, project_file: Path = PROJECT_FILE) -> dict[str, str]:
     """The stack's config over the project's defaults, as strings, as the Pulumi CLI passes them."""
     try:
-        values = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
+        return stack_config(stack_file, project_file)
     except (OSError, yaml.YAMLError) as error:
         raise LocalStackError(f"{stack_file}: cannot be read ({type(error).__name__})") from None
-    return {**_project_defaults(project_file), **{key: _config_string(value) for key, value in values.items()}}
 
 
 def load_local_settings(stack_file: Path = LOCAL_STACK_FILE, project_file: Path = PROJECT_FILE) -> MailerSettings:
     """The stack's plain settings, validated by the model `pulumi up` uses; the password key is ignored
     (the local run generates its own)."""
-    config = read_stack_config(stack_file, project_file)
-    known = {field.alias for field in MailerSettings.model_fields.values()}
-    # As infra.config does: an empty value means "not set"; keys of other namespaces are not settings.
-    raw = {key: value.strip() for key, value in config.items() if key in known and value.strip()}
-    try:
-        return MailerSettings.model_validate(raw)
-    except ValidationError as error:
-        first = error.errors()[0]
-        reason = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"].lower()
-        # Field errors name no key (the model adds it through loc); model-wide ones already do.
-        where = f"{first['loc'][0]} " if first["loc"] else ""
-        raise LocalStackError(f"{stack_file.name}: {where}{reason}") from None
+    settings, problems = settings_problems(read_stack_config(stack_file, project_file))
+    if settings is None:
+        raise LocalStackError(f"{stack_file.name}: {problems[0]}")
+    return settings
 
 
 def local_smtp_uri(stack_uri: str, *, host: str, port: int, ca_file: str) -> str:

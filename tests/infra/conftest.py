@@ -17,15 +17,14 @@ from typing import Any, Callable, Iterator, Optional
 
 import pulumi
 import pytest
-import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks_module
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from infra.stack_files import PROJECT_FILE, REPO_ROOT, stack_config  # noqa: F401 (re-exported for the tests)
+
 STACKS_DIR = REPO_ROOT / "stacks"
-PROJECT_FILE = REPO_ROOT / "Pulumi.yaml"
 STACK_FILES = sorted(STACKS_DIR.glob("Pulumi.*.yaml"))
 TEST_PASSWORD = "pw-Zq8!not-in-any-file"
 SECRET_SIG = rpc._special_sig_key  # "4dabf18193072939515e22adb298388d"
@@ -187,28 +186,6 @@ class PulumiHarness:
 
     def run_main(self) -> StackRun:
         return self.run(lambda: runpy.run_path(str(REPO_ROOT / "__main__.py"), run_name="__main__"))
-
-
-def project_defaults() -> dict[str, str]:
-    """Pulumi.yaml defaults as the CLI hands them to the program (namespaced, as strings)."""
-    declared = yaml.safe_load(PROJECT_FILE.read_text())["config"]
-    return {
-        (key if ":" in key else f"mailer:{key}"): _as_config_string(spec["default"])
-        for key, spec in declared.items()
-        if isinstance(spec, dict) and "default" in spec
-    }
-
-
-def _as_config_string(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def stack_config(stack_file: Path) -> dict[str, str]:
-    """The stack file's config merged over the project defaults, as the CLI would pass it."""
-    values = yaml.safe_load(stack_file.read_text())["config"]
-    return {**project_defaults(), **{key: _as_config_string(value) for key, value in values.items()}}
 
 
 def stack_name(stack_file: Path) -> str:
