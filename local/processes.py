@@ -4,8 +4,8 @@ with its output in a log file, stopped as a group; and stopped by the kernel if 
 
 from __future__ import annotations
 
-import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,17 +20,24 @@ STOP_GRACE_SECONDS = 5.0
 _PR_SET_PDEATHSIG = 1
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A preexec hook asking Linux to SIGTERM the child when its parent dies (even by SIGKILL), so a
-    crashed demo leaves no server behind. The function pointer is resolved before forking, so the
-    child does nothing but one system call."""
+# Asks Linux to SIGTERM the program when its parent dies (even by SIGKILL), so a crashed demo leaves no
+# server behind, then becomes the program. This runs after exec, in a small launcher, rather than as a
+# preexec_fn: a preexec_fn forces a plain fork(), which runs gRPC's fork handlers in the child; they
+# restart a poller whose epoll descriptor close_fds then closes, and the child aborts before exec.
+# Without preexec_fn, subprocess spawns with vfork and no fork handlers run.
+_PARENT_DEATH_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "parent = int(sys.argv[1])\n"
+    f"ctypes.CDLL(None, use_errno=True).prctl({_PR_SET_PDEATHSIG}, signal.SIGTERM)\n"
+    "if os.getppid() != parent: sys.exit(1)  # the parent died before the request took hold\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def _with_parent_death_signal(command: list[str]) -> list[str]:
     if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        return command
+    return [sys.executable, "-c", _PARENT_DEATH_LAUNCHER, str(os.getpid()), *command]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -49,11 +56,13 @@ class ManagedProcess:
         self.name = name
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        if shutil.which(command[0]) is None:
+            raise StartError(f"{name}: cannot run {command[0]} (not found)")
         with open(log_path, "wb") as log:
             try:
                 self.process = subprocess.Popen(
-                    command, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, preexec_fn=_parent_death_signal(),
+                    _with_parent_death_signal(command), cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True,
                 )
             except OSError as error:
                 raise StartError(f"{name}: cannot run {command[0]} ({error.strerror})") from None
