@@ -25,6 +25,7 @@ lock: $(VENV)/.installed
 
 test: install
 	@tools/ensure-chromium
+	@tools/ensure-postfix
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The pipeline on this machine (emulator, trigger bridge, function, SMTP inbox); see README "Run it locally".
