@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.support.firestore",
     "tests.support.smtp",
+    "tests.support.postfix",
 ]
