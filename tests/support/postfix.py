@@ -35,10 +35,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
 
 import pytest
 import trustme
+
+from tests.support.smtp import build_uri
 
 LISTEN_HOST = "127.0.0.1"
 DOMAIN = "example.com"
@@ -74,17 +75,8 @@ class PostfixServer:
 
     def uri(self, user: str | None = None, password: str | None = None, **options: Any) -> str:
         """smtp:// (STARTTLS) URI for this instance; tlsCaFile is the session CA unless given
-        (None leaves it out). Booleans become true/false."""
-        userinfo = ""
-        if user is not None:
-            userinfo = quote(user, safe="")
-            if password is not None:
-                userinfo += ":" + quote(password, safe="")
-            userinfo += "@"
-        merged: dict[str, Any] = {"tlsCaFile": self.ca_file, **options}
-        shown = {k: str(v).lower() if isinstance(v, bool) else str(v)
-                 for k, v in merged.items() if v is not None}
-        return f"smtp://{userinfo}{self.host}:{self.port}?{urlencode(shown)}"
+        (None leaves it out)."""
+        return build_uri("smtp", self.host, self.port, user, password, {"tlsCaFile": self.ca_file, **options})
 
     def log_lines(self) -> list[str]:
         try:

@@ -98,6 +98,21 @@ class AuthAttempt:
     success: bool  # (the password tried is deliberately not kept)
 
 
+def build_uri(scheme: str, host: str, port: int, user: str | None = None, password: str | None = None,
+              options: Mapping[str, Any] | None = None) -> str:
+    """An SMTP_CONNECTION_URI for a test server. User and password are percent-encoded; options whose
+    value is None are left out (so tlsCaFile=None drops the default CA); booleans become true/false."""
+    userinfo = ""
+    if user is not None:
+        userinfo = quote(user, safe="")
+        if password is not None:
+            userinfo += ":" + quote(password, safe="")
+        userinfo += "@"
+    shown = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (options or {}).items() if v is not None}
+    query = urlencode(shown)
+    return f"{scheme}://{userinfo}{host}:{port}" + (f"?{query}" if query else "")
+
+
 class SmtpTestServer:
     """One running aiosmtpd server plus everything it observed. Lists are appended from the
     server's thread before it replies, so they are complete once the client has its reply.
@@ -191,22 +206,9 @@ class SmtpTestServer:
         return f"{self.host}:{self.port}"
 
     def uri(self, user: str | None = None, password: str | None = None, **options: Any) -> str:
-        """A matching smtp:// (STARTTLS/plain) or smtps:// URI. User and password are
-        percent-encoded; tlsCaFile points at the test CA unless given (None leaves it out).
-        Booleans become true/false."""
+        """A matching smtp:// (STARTTLS/plain) or smtps:// URI; see build_uri."""
         scheme = "smtps" if self.tls == "implicit" else "smtp"
-        userinfo = ""
-        if user is not None:
-            userinfo = quote(user, safe="")
-            if password is not None:
-                userinfo += ":" + quote(password, safe="")
-            userinfo += "@"
-        merged: dict[str, Any] = {"tlsCaFile": self.ca_file} if self.ca_file else {}
-        merged.update(options)
-        shown = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in merged.items()
-                 if v is not None}
-        query = urlencode(shown)
-        return f"{scheme}://{userinfo}{self.host}:{self.port}" + (f"?{query}" if query else "")
+        return build_uri(scheme, self.host, self.port, user, password, {"tlsCaFile": self.ca_file, **options})
 
     def drop_connections(self, reply: str | None = "421 4.4.2 Idle timeout exceeded, closing") -> None:
         """Hang up every open session now (optionally sending `reply` first), as a server does
