@@ -11,28 +11,24 @@ import base64
 import http.client
 import json
 import os
-import queue
-import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from google.cloud import firestore
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-EMULATOR_DIR = REPO_ROOT / "emulator"
+from local.emulator import EMULATOR_DIR, start_emulator
+from local.errors import StartError
+
 PROJECT = "demo-mailer"
-READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 EMULATOR_HOST_VAR = "FIRESTORE_EMULATOR_HOST"
 
 
@@ -106,75 +102,19 @@ class FirestoreEmulator:
         return firestore.Client(project=self.project, database=database)
 
 
-def _check_installed() -> str:
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("node is not on PATH; the Firestore emulator needs Node.js 20+", pytrace=False)
-    if not (EMULATOR_DIR / "node_modules" / "@firestore-emulator" / "server").is_dir():
-        pytest.fail("emulator/node_modules is missing; run `make install` first", pytrace=False)
-    return node
-
-
-def _read_stdout_lines(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    """Hand stdout lines to the waiting fixture; keep draining so the pipe never fills."""
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
-def _wait_for_ready(process: subprocess.Popen[str], lines: queue.Queue[str | None], stderr: IO[str]) -> str:
-    def failure(reason: str) -> None:
-        stderr.seek(0)
-        output = " | ".join(stderr.read().strip().splitlines()[-20:]) or "(no stderr)"
-        pytest.fail(f"Firestore emulator {reason}; its stderr: {output}", pytrace=False)
-
-    try:
-        line = lines.get(timeout=READY_TIMEOUT_S)
-    except queue.Empty:
-        failure(f"printed no READY line within {READY_TIMEOUT_S:.0f} s")
-    if line is None:
-        failure(f"exited with code {process.wait()} before it was ready")
-    if not line.startswith("READY "):
-        failure(f"printed {line.strip()!r} instead of a READY line")
-    return line.strip()
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    if process.stdin is not None:
-        process.stdin.close()  # the emulator exits on EOF; terminate() is the fallback
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @contextmanager
-def launched_emulator() -> Iterator[tuple[subprocess.Popen[str], FirestoreEmulator]]:
-    """Start `node emulator/start.mjs` on free loopback ports; stop it on exit, also on failure."""
-    node = _check_installed()
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
-        # stdin stays an open pipe: if this test process dies, the emulator sees EOF and exits.
-        process = subprocess.Popen(
-            [node, str(EMULATOR_DIR / "start.mjs"), "--port", "0", "--admin-port", "0"],
-            cwd=REPO_ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
+def launched_emulator() -> Iterator[tuple[subprocess.Popen[bytes], FirestoreEmulator]]:
+    """Start `node emulator/start.mjs` on free loopback ports, exactly as the local stack does (stdin kept
+    an open pipe, so the emulator exits if this process dies); stop it on exit, also on failure."""
+    with tempfile.TemporaryDirectory(prefix="mailer-emulator-") as folder:
         try:
-            lines: queue.Queue[str | None] = queue.Queue()
-            threading.Thread(target=_read_stdout_lines, args=(process.stdout, lines), daemon=True).start()
-            ready = _wait_for_ready(process, lines, stderr)
-            # "READY 127.0.0.1:<grpc port> admin=127.0.0.1:<admin port>"
-            _, host, admin = ready.split(" ")
-            yield process, FirestoreEmulator(host=host, admin_url=f"http://{admin.removeprefix('admin=')}")
+            managed, address = start_emulator(Path(folder) / "emulator.log")
+        except StartError as error:
+            pytest.fail(str(error), pytrace=False)
+        try:
+            yield managed.process, FirestoreEmulator(host=address.host, admin_url=address.admin_url)
         finally:
-            _stop(process)
+            managed.stop()
 
 
 @pytest.fixture(scope="session")
