@@ -39,6 +39,7 @@ from typing import Any
 import pytest
 import trustme
 
+from local.processes import free_port
 from tests.support.smtp import build_uri
 
 LISTEN_HOST = "127.0.0.1"
@@ -110,12 +111,6 @@ class PostfixServer:
                 tail = "\n".join(self.log_lines()[-15:])
                 raise AssertionError(f"{message_id} never reached the mailbox of {address}; Postfix log tail:\n{tail}")
             time.sleep(0.05)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LISTEN_HOST, 0))
-        return probe.getsockname()[1]
 
 
 def _main_cf(root: Path, port: int, uid: int, gid: int) -> str:
@@ -279,7 +274,7 @@ def stop_instance(server: PostfixServer) -> None:
 
 
 def start_instance(root: Path, cert: trustme.LeafCert, ca_file: str) -> PostfixServer:
-    port = _free_port()
+    port = free_port(LISTEN_HOST)
     write_instance(root, cert, port)
     server = PostfixServer(LISTEN_HOST, port, ca_file, root)
     conf = str(root / "conf")
