@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Collection
 from typing import Any
 
 from google.cloud import firestore
@@ -30,17 +31,21 @@ def emulator_client(host: str, project: str, database: str = "(default)") -> fir
                 os.environ[EMULATOR_HOST_VAR] = previous
 
 
-def wait_for_delivery(document: firestore.DocumentReference, timeout: float = 20.0) -> dict[str, Any]:
-    """Poll until the document's delivery.state is final; returns the delivery map.
-    TimeoutError names the document and the last state seen."""
+def wait_for_delivery(
+    document: firestore.DocumentReference, timeout: float = 20.0, states: Collection[str] = FINAL_STATES
+) -> dict[str, Any]:
+    """Poll until the document's delivery.state is one of `states` (by default: final); returns the
+    delivery map. TimeoutError names the document and the last state seen."""
     deadline = time.monotonic() + timeout
     delivery: dict[str, Any] = {}
     while True:
         snapshot = document.get()
         delivery = (snapshot.to_dict() or {}).get("delivery") or {}
-        if delivery.get("state") in FINAL_STATES:
+        if delivery.get("state") in states:
             return delivery
         if time.monotonic() > deadline:
             state = delivery.get("state") or ("no delivery field" if snapshot.exists else "no document")
-            raise TimeoutError(f"{document.path} did not settle within {timeout:.0f} s (last seen: {state})")
+            raise TimeoutError(
+                f"{document.path} did not reach {sorted(states)} within {timeout:.0f} s (last seen: {state})"
+            )
         time.sleep(0.05)

@@ -12,11 +12,11 @@ import functions_framework
 import pytest
 
 from local.bridge import TriggerBridge
+from local.documents import FINAL_STATES, wait_for_delivery
 
 ROOT = Path(__file__).resolve().parents[2]
 CREATED = "google.cloud.firestore.document.v1.created"
 WRITTEN = "google.cloud.firestore.document.v1.written"
-SETTLED = {"SUCCESS", "ERROR", "RETRY"}
 SMTP_USER, SMTP_PASSWORD = "mailer", "s3cret-Pa55-not-in-logs"
 
 
@@ -59,16 +59,9 @@ class Pipeline:
     def doc(self, doc_id: str):
         return self.client.collection(self.collection).document(doc_id)
 
-    def wait_for(self, doc_id: str, states=SETTLED, timeout: float = 15.0) -> dict[str, Any]:
-        """Poll until the document's delivery.state is one of `states`; returns the document."""
-        deadline = time.monotonic() + timeout
-        data: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            data = self.doc(doc_id).get().to_dict() or {}
-            if (data.get("delivery") or {}).get("state") in states:
-                return data
-            time.sleep(0.02)
-        raise AssertionError(f"{doc_id} never reached {sorted(states)}; last seen: {data.get('delivery')}")
+    def wait_for(self, doc_id: str, states=FINAL_STATES, timeout: float = 15.0) -> dict[str, Any]:
+        """Poll until the document's delivery.state is one of `states`; returns the delivery map."""
+        return wait_for_delivery(self.doc(doc_id), timeout, states)
 
     def wait_seen(self, doc_id: str, changes: int, timeout: float = 10.0) -> None:
         """Wait until the bridge has read `changes` changes of the document (delivered or filtered)."""

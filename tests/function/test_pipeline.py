@@ -41,9 +41,8 @@ def created_event(pipeline, doc_id: str, data: dict) -> tuple[dict[str, str], by
 def test_a_document_becomes_an_email_and_a_success_record(pipeline, inbox):
     use(pipeline, inbox)
     pipeline.start_bridge()
-    doc = pipeline.send("hello", HELLO)
+    delivery = pipeline.send("hello", HELLO)
 
-    delivery = doc["delivery"]
     assert delivery["state"] == "SUCCESS", delivery
     assert delivery["attempts"] == 1 and delivery["error"] is None
     assert delivery["leaseExpireTime"] is None
@@ -87,7 +86,7 @@ def test_an_invalid_document_gets_one_error_write_and_nothing_is_sent(pipeline, 
     pipeline.doc("bad").create({"to": ["ok@example.com", "not-an-address"], "message": {"subject": "s", "text": "t"}})
     pipeline.wait_seen("bad", 2)
     assert pipeline.emulator.stats()["writesByDocument"][f"{pipeline.collection}/bad"] == 2
-    delivery = pipeline.wait_for("bad")["delivery"]
+    delivery = pipeline.wait_for("bad")
     assert delivery["state"] == "ERROR"
     assert delivery["error"].startswith("to[1]:")
     assert delivery["attempts"] == 1
@@ -112,7 +111,7 @@ def test_an_invalid_document_gets_one_error_write_and_nothing_is_sent(pipeline, 
 def test_refusals_name_the_field(pipeline, inbox, data, field):
     use(pipeline, inbox)
     pipeline.start_bridge()
-    delivery = pipeline.send("refused", data)["delivery"]
+    delivery = pipeline.send("refused", data)
     assert delivery["state"] == "ERROR"
     assert delivery["error"].split(":", 1)[0] == field, delivery["error"]
     assert "\n" not in delivery["error"]
@@ -124,7 +123,7 @@ def test_oversize_messages_are_refused(pipeline, inbox):
     pipeline.configure(MAX_MESSAGE_BYTES="2000")
     pipeline.start_bridge()
     data = {"to": "a@example.com", "message": {"subject": "big", "text": "x" * 5000}}
-    delivery = pipeline.send("big", data)["delivery"]
+    delivery = pipeline.send("big", data)
     assert delivery["state"] == "ERROR" and "MAX_MESSAGE_BYTES" in delivery["error"]
     assert inbox.messages == []
 
@@ -135,7 +134,7 @@ def test_the_same_event_delivered_twice_sends_once(pipeline, inbox):
     assert post_event(pipeline.app, headers, body) == 200
     assert post_event(pipeline.app, headers, body) == 200
     assert len(inbox.messages) == 1
-    delivery = pipeline.wait_for("twice")["delivery"]
+    delivery = pipeline.wait_for("twice")
     assert delivery["state"] == "SUCCESS" and delivery["attempts"] == 1
 
 
@@ -158,7 +157,7 @@ def test_concurrent_deliveries_of_one_event_send_once(pipeline, smtp_server):
         thread.join()
     assert statuses == [200] * 6
     assert len(server.messages) == 1
-    delivery = pipeline.wait_for("race")["delivery"]
+    delivery = pipeline.wait_for("race")
     assert delivery["state"] == "SUCCESS" and delivery["attempts"] == 1
 
 
@@ -187,7 +186,7 @@ def test_smtp_failures_are_told_apart(pipeline, smtp_server, behaviour, state, e
     server = smtp_server(tls="starttls", auth=True, users={SMTP_USER: SMTP_PASSWORD}, behaviour=behaviour)
     use(pipeline, server)
     pipeline.start_bridge()
-    delivery = pipeline.send("failing", HELLO)["delivery"]
+    delivery = pipeline.send("failing", HELLO)
     assert delivery["state"] == state, delivery
     assert error_part in delivery["error"]
     assert delivery["leaseExpireTime"] is None and delivery["attempts"] == 1
@@ -197,7 +196,7 @@ def test_a_slow_server_times_out_into_retry(pipeline, smtp_server):
     server = smtp_server(tls="starttls", auth=True, users={SMTP_USER: SMTP_PASSWORD}, behaviour=Behaviour(slow_reply_at="DATA", slow_reply_seconds=2.0))
     use(pipeline, server, socketTimeout="500")
     pipeline.start_bridge()
-    delivery = pipeline.send("slow", HELLO)["delivery"]
+    delivery = pipeline.send("slow", HELLO)
     assert delivery["state"] == "RETRY" and "timed out" in delivery["error"]
 
 
@@ -207,7 +206,7 @@ def test_partial_rejection_is_success_with_the_rejections_listed(pipeline, smtp_
     use(pipeline, server)
     pipeline.start_bridge()
     data = {**HELLO, "to": ["ada@example.com", "gone@example.com"], "bcc": "audit@example.org"}
-    delivery = pipeline.send("partial", data)["delivery"]
+    delivery = pipeline.send("partial", data)
     assert delivery["state"] == "SUCCESS"
     assert delivery["info"]["accepted"] == ["ada@example.com", "audit@example.org"]
     assert delivery["info"]["rejected"] == ["gone@example.com"]
@@ -218,7 +217,7 @@ def test_partial_rejection_is_success_with_the_rejections_listed(pipeline, smtp_
 def test_a_wrong_password_is_an_error_that_does_not_show_the_password(pipeline, inbox):
     pipeline.configure(SMTP_CONNECTION_URI=inbox.uri(SMTP_USER), SMTP_PASSWORD="wrong-Pa55-zebra")
     pipeline.start_bridge()
-    delivery = pipeline.send("wrongpass", HELLO)["delivery"]
+    delivery = pipeline.send("wrongpass", HELLO)
     assert delivery["state"] == "ERROR" and "535" in delivery["error"]
     assert "wrong-Pa55-zebra" not in str(delivery)
 
@@ -226,19 +225,19 @@ def test_a_wrong_password_is_an_error_that_does_not_show_the_password(pipeline, 
 def test_a_bad_uri_fails_its_documents_clearly_and_does_not_poison_the_instance(pipeline, inbox):
     pipeline.configure(SMTP_CONNECTION_URI="smtp://user@:notaport", SMTP_PASSWORD=SMTP_PASSWORD)
     pipeline.start_bridge()
-    first = pipeline.send("bad-uri-1", HELLO)["delivery"]
-    second = pipeline.send("bad-uri-2", HELLO)["delivery"]
+    first = pipeline.send("bad-uri-1", HELLO)
+    second = pipeline.send("bad-uri-2", HELLO)
     for delivery in (first, second):
         assert delivery["state"] == "ERROR"
         assert delivery["error"].startswith("function configuration: SMTP_CONNECTION_URI")
     use(pipeline, inbox)
-    assert pipeline.send("good-uri", HELLO)["delivery"]["state"] == "SUCCESS"
+    assert pipeline.send("good-uri", HELLO)["state"] == "SUCCESS"
     assert len(inbox.messages) == 1
 
 
 def test_missing_uri_is_an_error_naming_the_variable(pipeline):
     pipeline.start_bridge()
-    delivery = pipeline.send("no-uri", HELLO)["delivery"]
+    delivery = pipeline.send("no-uri", HELLO)
     assert delivery["state"] == "ERROR"
     assert delivery["error"] == "function configuration: SMTP_CONNECTION_URI is not set"
 
@@ -247,7 +246,7 @@ def test_ttl_sets_expire_at_on_final_states(pipeline, inbox):
     use(pipeline, inbox)
     pipeline.configure(TTL_EXPIRE_TYPE="day", TTL_EXPIRE_VALUE="2")
     pipeline.start_bridge()
-    delivery = pipeline.send("ttl", HELLO)["delivery"]
+    delivery = pipeline.send("ttl", HELLO)
     assert delivery["expireAt"] - delivery["endTime"] == timedelta(days=2)
 
 
@@ -259,7 +258,7 @@ def test_inline_attachments_arrive_intact(pipeline, inbox):
         {"filename": "data.bin", "content": base64.b64encode(payload).decode(), "encoding": "base64"},
         {"filename": "notes.txt", "content": "hello notes"},
     ]}}
-    assert pipeline.send("files", data)["delivery"]["state"] == "SUCCESS"
+    assert pipeline.send("files", data)["state"] == "SUCCESS"
     message = message_from_bytes(inbox.messages[0].content, policy=policy.default)
     parts = {part.get_filename(): part.get_content() for part in message.iter_attachments()}
     assert parts["data.bin"] == payload
@@ -273,7 +272,7 @@ def test_a_clients_retry_request_is_honoured_by_a_written_trigger_but_not_by_the
                             behaviour=Behaviour(data_reply="554 5.7.1 Rejected"))
     use(pipeline, rejecting)
     pipeline.start_bridge(CREATED)
-    assert pipeline.send("again", HELLO)["delivery"]["state"] == "ERROR"
+    assert pipeline.send("again", HELLO)["state"] == "ERROR"
     use(pipeline, inbox)
     pipeline.doc("again").update({"delivery.state": "RETRY"})
     pipeline.wait_seen("again", 4)
@@ -284,7 +283,7 @@ def test_a_clients_retry_request_is_honoured_by_a_written_trigger_but_not_by_the
     pipeline.start_bridge(WRITTEN)
     pipeline.doc("again").update({"delivery.state": "ERROR"})
     pipeline.doc("again").update({"delivery.state": "RETRY"})
-    delivery = pipeline.wait_for("again", states={"SUCCESS"})["delivery"]
+    delivery = pipeline.wait_for("again", states={"SUCCESS"})
     assert delivery["attempts"] == 2
     assert len(inbox.messages) == 1
 

@@ -26,7 +26,7 @@ def test_a_full_document_is_delivered_through_postfix(postfix_pipeline, postfix_
                              "encoding": "base64", "contentType": "text/csv"}],
         },
     }
-    delivery = postfix_pipeline.send("full", data)["delivery"]
+    delivery = postfix_pipeline.send("full", data)
 
     assert delivery["state"] == "SUCCESS", delivery
     assert delivery["error"] is None
@@ -57,7 +57,7 @@ def test_a_wrong_password_is_postfixs_535_and_never_shown(pipeline, postfix_serv
     wrong = "Wrong-pf-Password-42"
     use_postfix(pipeline, postfix_server, password=wrong)
     pipeline.start_bridge()
-    delivery = pipeline.send("wrong-password", {"to": "ada@example.com", "message": {"subject": "s", "text": "t"}})["delivery"]
+    delivery = pipeline.send("wrong-password", {"to": "ada@example.com", "message": {"subject": "s", "text": "t"}})
 
     assert delivery["state"] == "ERROR", delivery
     assert delivery["error"].startswith("SMTP 535 5.7.8 Error: authentication failed"), delivery["error"]
@@ -67,7 +67,7 @@ def test_a_wrong_password_is_postfixs_535_and_never_shown(pipeline, postfix_serv
 
 def test_a_recipient_postfix_rejects_at_rcpt_is_listed_and_the_rest_delivered(postfix_pipeline, postfix_server):
     data = {"to": ["alan@example.com", UNKNOWN_RECIPIENT], "message": {"subject": "partly", "text": "t"}}
-    delivery = postfix_pipeline.send("partial", data)["delivery"]
+    delivery = postfix_pipeline.send("partial", data)
 
     assert delivery["state"] == "SUCCESS", delivery
     info = delivery["info"]
@@ -82,7 +82,7 @@ def test_a_recipient_postfix_rejects_at_rcpt_is_listed_and_the_rest_delivered(po
 
 def test_a_non_ascii_mailbox_is_reached_with_smtputf8(postfix_pipeline, postfix_server):
     data = {"to": "Jörg <jörg@example.com>", "message": {"subject": "Grüße", "text": "Hallo Jörg"}}
-    delivery = postfix_pipeline.send("utf8", data)["delivery"]
+    delivery = postfix_pipeline.send("utf8", data)
 
     assert delivery["state"] == "SUCCESS", delivery
     info = delivery["info"]

@@ -40,7 +40,7 @@ def parsed(received):
 
 def test_a_template_email_is_rendered_escaped_and_sent(line, inbox) -> None:
     data = {"to": "ada@example.com", "template": {"name": "SignIn", "data": {"code": "<905127>", "expiresInMinutes": 5}}}
-    delivery = line.send("signin", data)["delivery"]
+    delivery = line.send("signin", data)
     assert delivery["state"] == "SUCCESS", delivery
     message = parsed(inbox.messages[0])
     assert message["Subject"] == "Your sign-in code: <905127>"
@@ -78,7 +78,7 @@ def test_document_fields_the_template_does_not_set_are_kept(line, inbox) -> None
     pdf = b"%PDF-1.4 fake"
     data = {"to": "ada@example.com", "message": {"subject": "From the document", "text": "doc text", "html": "replaced"},
             "template": {"name": "HtmlOnly", "data": {"greeting": "Hi & bye", "file": "a.pdf", "pdf": base64.b64encode(pdf).decode()}}}
-    assert line.send("merged", data)["delivery"]["state"] == "SUCCESS"
+    assert line.send("merged", data)["state"] == "SUCCESS"
     message = parsed(inbox.messages[0])
     assert message["Subject"] == "From the document"
     assert message.get_body(("plain",)).get_content().strip() == "doc text"
@@ -102,7 +102,7 @@ def test_document_fields_the_template_does_not_set_are_kept(line, inbox) -> None
 def test_template_failures_are_written_back_and_nothing_is_sent(line, inbox, template, error) -> None:
     line.client.collection(line.templates).document("Broken").set({"subject": "s", "text": "ok\n  {{/each}}"})
     line.emulator.reset_stats()
-    delivery = line.send("failing", {"to": "ada@example.com", "template": template})["delivery"]
+    delivery = line.send("failing", {"to": "ada@example.com", "template": template})
     assert delivery["state"] == "ERROR"
     assert delivery["error"].startswith(error.format(templates=line.templates)), delivery["error"]
     assert "\n" not in delivery["error"]
@@ -112,7 +112,7 @@ def test_template_failures_are_written_back_and_nothing_is_sent(line, inbox, tem
 
 def test_a_fallback_template_serves_a_missing_one(line, inbox) -> None:
     data = {"to": "ada@example.com", "template": {"name": "MagicLink", "fallback": "Generic", "data": {"code": "777"}}}
-    assert line.send("fallback", data)["delivery"]["state"] == "SUCCESS"
+    assert line.send("fallback", data)["state"] == "SUCCESS"
     assert parsed(inbox.messages[0])["Subject"] == "Your verification code: 777"
 
 
@@ -123,7 +123,7 @@ def test_uids_are_sent_to_and_the_unresolved_ones_are_listed(line, inbox) -> Non
     users.document("nomail").set({"name": "x"})
     data = {"to": "ADA@example.com", "toUids": ["ada", "ghost"], "bccUids": ["bob", "nomail"],
             "template": {"name": "Register", "data": {"code": "5"}}}
-    delivery = line.send("uids", data)["delivery"]
+    delivery = line.send("uids", data)
     assert delivery["state"] == "SUCCESS", delivery
     (received,) = inbox.messages
     assert received.rcpt_tos == ["ADA@example.com", "bob@example.com"]  # the first spelling is kept
@@ -136,7 +136,7 @@ def test_uids_are_sent_to_and_the_unresolved_ones_are_listed(line, inbox) -> Non
 
 def test_no_recipient_left_after_resolving_is_an_error_listing_the_uids(line, inbox) -> None:
     data = {"toUids": ["ghost"], "message": {"subject": "s", "text": "t"}}
-    delivery = line.send("nobody", data)["delivery"]
+    delivery = line.send("nobody", data)
     assert delivery["state"] == "ERROR"
     assert delivery["error"].startswith("toUids: no recipient remains")
     assert delivery["unresolvedUids"] == [{"uid": "ghost", "reason": f"no document 'ghost' in the users collection '{line.users}'"}]
@@ -145,8 +145,8 @@ def test_no_recipient_left_after_resolving_is_an_error_listing_the_uids(line, in
 
 def test_without_the_collections_templates_and_uids_are_errors_naming_the_setting(line, inbox) -> None:
     line.configure(TEMPLATES_COLLECTION=None, USERS_COLLECTION=None)
-    first = line.send("no-templates", {"to": "a@example.com", "template": {"name": "Generic", "data": {"code": "1"}}})["delivery"]
-    second = line.send("no-users", {"toUids": ["ada"], "message": {"subject": "s", "text": "t"}})["delivery"]
+    first = line.send("no-templates", {"to": "a@example.com", "template": {"name": "Generic", "data": {"code": "1"}}})
+    second = line.send("no-users", {"toUids": ["ada"], "message": {"subject": "s", "text": "t"}})
     assert first["error"].startswith("template: TEMPLATES_COLLECTION is not set, so template 'Generic' cannot be rendered")
     assert second["error"].startswith("toUids: USERS_COLLECTION is not set")
     assert (first["state"], second["state"], inbox.messages) == ("ERROR", "ERROR", [])
