@@ -12,12 +12,10 @@ this machine's, loopback SMTP included: compare runs, not clouds. Nothing here a
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -55,10 +53,9 @@ def percentile(values: list[float], fraction: float) -> float:
 def run(emails: int, concurrency: int, template: bool) -> int:
     with tempfile.TemporaryDirectory(prefix="mailer-bench-") as folder, \
             LocalStack(Path(folder) / "state", stack_file=bench_stack_file(Path(folder))) as stack:
-        admin = stack.emulator.admin_url
         ids = [f"bench-{index:05d}" for index in range(emails)]
         paths = [f"{stack.settings.mail_collection}/{doc_id}" for doc_id in ids]
-        _post(f"{admin}/reset")
+        stack.emulator.reset_stats()
 
         started = time.monotonic()
         with ThreadPoolExecutor(concurrency) as writers:
@@ -71,7 +68,7 @@ def run(emails: int, concurrency: int, template: bool) -> int:
                 return 1
             time.sleep(0.01)
         elapsed = time.monotonic() - started
-        stats = _get(f"{admin}/stats")
+        stats = stack.emulator.stats()
 
         snapshots = [stack.mail(doc_id).get() for doc_id in ids]
         states = [(snap.to_dict() or {}).get("delivery", {}).get("state") for snap in snapshots]
@@ -102,15 +99,6 @@ def run(emails: int, concurrency: int, template: bool) -> int:
     print(f"  throughput: {emails / elapsed:.1f} emails/s over {elapsed:.1f} s (one local function process)")
     print("  (the local bridge delivers one event at a time, so latency here is mostly queueing behind the burst)")
     return 0 if states.count("SUCCESS") == emails else 1
-
-
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
-
-
-def _post(url: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=10).close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from local.errors import StartError
 from local.processes import ManagedProcess
@@ -18,6 +21,19 @@ READY_TIMEOUT_SECONDS = 30.0
 class EmulatorAddress:
     host: str  # FIRESTORE_EMULATOR_HOST, 127.0.0.1:<grpc port>
     admin_url: str  # http://127.0.0.1:<admin port> (/changes, /stats)
+
+    def _admin(self, method: str, path: str) -> dict[str, Any]:
+        request = urllib.request.Request(f"{self.admin_url}{path}", method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    def stats(self) -> dict[str, Any]:
+        """Billed operations since the last reset, as Firestore bills them: commits, writes, reads and
+        per-document counts (emulator/README.md)."""
+        return self._admin("GET", "/stats")
+
+    def reset_stats(self) -> None:
+        self._admin("POST", "/reset")
 
 
 def _ready_line(log_path: Path) -> str | None:

@@ -14,7 +14,6 @@ import os
 import socket
 import subprocess
 import tempfile
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from local.emulator import EMULATOR_DIR, start_emulator
+from local.emulator import EMULATOR_DIR, EmulatorAddress, start_emulator
 from local.errors import StartError
 
 PROJECT = "demo-mailer"
@@ -61,23 +60,11 @@ class ChangeStream:
         return change
 
 
-@dataclass
-class FirestoreEmulator:
-    host: str
-    admin_url: str
+@dataclass(frozen=True)
+class FirestoreEmulator(EmulatorAddress):
+    """The running emulator (stats() and reset_stats() come from local.emulator.EmulatorAddress)."""
+
     project: str = PROJECT
-
-    def _admin(self, method: str, path: str) -> dict[str, Any]:
-        request = urllib.request.Request(f"{self.admin_url}{path}", method=method)
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.load(response)
-
-    def stats(self) -> dict[str, Any]:
-        """Billed operations since the last reset: commits, writes, reads and per-document counts."""
-        return self._admin("GET", "/stats")
-
-    def reset_stats(self) -> None:
-        self._admin("POST", "/reset")
 
     @contextmanager
     def changes(self, timeout: float = 10.0) -> Iterator[ChangeStream]:
