@@ -35,6 +35,7 @@ MAX_LINE_OCTETS = 998  # RFC 5322 2.1.1, without the CRLF
 # Built-in table only: /etc/mime.types differs between this machine and the Cloud Functions image.
 _MIME_TYPES = mimetypes.MimeTypes(filenames=())
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+_MESSAGE_ID = re.compile(r"<[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,200}@[A-Za-z0-9.-]{1,253}>")
 _SEVEN_BIT_SAFE = re.compile(r"[\t\x20-\x7e]*")
 
 
@@ -54,8 +55,16 @@ class ComposedMail:
     message_id: str  # as in the header: "<...@...>"
 
 
-def compose(request: MailRequest, defaults: ComposeDefaults, *, message_id_domain: str | None = None) -> ComposedMail:
-    """Build the message; raises MailInputError naming the field that prevents it."""
+def compose(
+    request: MailRequest,
+    defaults: ComposeDefaults,
+    *,
+    message_id_domain: str | None = None,
+    message_id: str | None = None,
+) -> ComposedMail:
+    """Build the message; raises MailInputError naming the field that prevents it. `message_id` keeps an
+    earlier attempt's Message-ID (receivers drop a copy they already have); one that is not a plain
+    `<local@domain>` is ignored and a new one made, since it comes from a document a client can write."""
     sender = request.from_ or defaults.default_from
     if sender is None:
         raise MailInputError("from", "no sender: set from in the document or DEFAULT_FROM in the function's configuration")
@@ -70,7 +79,8 @@ def compose(request: MailRequest, defaults: ComposeDefaults, *, message_id_domai
     everyone = [sender, *request.to, *request.cc, *request.bcc, *([reply_to] if reply_to else [])]
     smtputf8 = any(mailbox.needs_smtputf8() for mailbox in everyone)
     policy = email.policy.SMTPUTF8 if smtputf8 else email.policy.SMTP
-    message_id = make_msgid(domain=_message_id_domain(message_id_domain, sender))
+    if message_id is None or not _MESSAGE_ID.fullmatch(message_id):
+        message_id = make_msgid(domain=_message_id_domain(message_id_domain, sender))
 
     message = EmailMessage(policy=policy)
     message["From"] = _header_address(sender)

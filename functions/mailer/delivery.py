@@ -2,11 +2,19 @@
 
 Pure functions, no I/O. States: PENDING, PROCESSING, RETRY, SUCCESS, ERROR. Every write replaces the
 whole `delivery` map, so no write depends on field deletes or nested server transforms.
+
+One *delivery* of a document is the sequence of attempts that share a Message-ID: the first attempt,
+the automatic retries after transient failures, takeovers of attempts that died, and a client's RETRY
+of a document that ended in ERROR. A client's RETRY or PENDING on a SUCCESS document starts a new
+delivery (a new Message-ID, every recipient again). Recipients that accepted the message are never
+sent it again within one delivery.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import random
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +26,10 @@ ERROR = "ERROR"
 
 # States a client may leave a document in to have it sent (RETRY: "try again").
 _WAITING = (None, PENDING, RETRY)
+# Failed attempts kept in `attemptHistory` (the newest), and the length of each reason there.
+HISTORY_LIMIT = 10
+HISTORY_REASON_CHARS = 300
+LOST_ATTEMPT = "the attempt did not finish before its lease lapsed (the instance stopped, crashed or timed out)"
 
 
 def delivery_of(fields: dict[str, Any]) -> dict[str, Any]:
@@ -32,15 +44,36 @@ def state_of(fields: dict[str, Any] | None) -> str | None:
     return state if isinstance(state, str) else None
 
 
+def _time(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def next_attempt_time(record: dict[str, Any]) -> datetime | None:
+    return _time(record.get("nextAttemptTime"))
+
+
+def attempts_of(record: dict[str, Any]) -> int:
+    attempts = record.get("attempts")
+    return attempts if isinstance(attempts, int) and attempts >= 0 else 0
+
+
+def lease_lapsed(record: dict[str, Any], now: datetime) -> bool:
+    """A PROCESSING claim whose attempt can no longer be running (a claim without a lease never ends
+    otherwise, so it counts as lapsed)."""
+    lease = _time(record.get("leaseExpireTime"))
+    return lease is None or lease <= now
+
+
 def is_claimable(fields: dict[str, Any], now: datetime) -> bool:
-    """Whether an attempt may start now: waiting to be sent, or a PROCESSING claim whose lease lapsed
-    (the attempt holding it crashed or timed out)."""
+    """Whether an attempt may start now: waiting to be sent and due (no `nextAttemptTime`, or one that
+    has passed), or a PROCESSING claim whose lease lapsed (the attempt holding it died)."""
     state = state_of(fields)
+    record = delivery_of(fields)
     if state in _WAITING:
-        return True
+        due = next_attempt_time(record)
+        return due is None or due <= now
     if state == PROCESSING:
-        lease = delivery_of(fields).get("leaseExpireTime")
-        return not isinstance(lease, datetime) or lease <= now
+        return lease_lapsed(record, now)
     return False
 
 
@@ -54,6 +87,24 @@ def wants_attempt(kind: str, fields: dict[str, Any], old_fields: dict[str, Any] 
     if kind == "created" or old_fields is None:
         return is_claimable(fields, now)
     return state_of(old_fields) in (SUCCESS, ERROR) and state_of(fields) in _WAITING
+
+
+def is_client_request(record: dict[str, Any]) -> bool:
+    """A waiting state the function did not write: the function's RETRY and scheduled PENDING always
+    carry `nextAttemptTime`, its final records set it to null, and a client asking for another attempt
+    sets only `state`."""
+    return record.get("state") in (PENDING, RETRY) and next_attempt_time(record) is None and attempts_of(record) > 0
+
+
+def continues_delivery(record: dict[str, Any]) -> bool:
+    """Whether the next attempt belongs to the same delivery as the last one (same Message-ID, recipients
+    who accepted are skipped): an automatic retry, a takeover, or a client's RETRY after an ERROR (the
+    record still holds that error). A client's request after SUCCESS starts a new delivery."""
+    if not isinstance(record.get("messageId"), str):
+        return False
+    if is_client_request(record):
+        return bool(record.get("error"))
+    return record.get("state") in (PENDING, RETRY, PROCESSING)
 
 
 @dataclass(frozen=True)
@@ -74,18 +125,95 @@ class Info:
         }
 
 
-def claim(previous: dict[str, Any], now: datetime, lease: timedelta) -> dict[str, Any]:
-    """The PROCESSING record that marks this attempt as the one sending."""
+def _strings(value: Any) -> list[str]:
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+def carried_info(record: dict[str, Any]) -> Info:
+    """What an earlier attempt of the same delivery established: who accepted, who refused for good."""
+    info = record.get("info") if isinstance(record.get("info"), dict) else {}
+    rejected = [] if is_client_request(record) else _strings(info.get("rejected"))  # a client's RETRY asks again
+    return Info(
+        message_id=record.get("messageId"),
+        accepted=_strings(info.get("accepted")),
+        rejected=rejected,
+        pending=_strings(info.get("pending")),
+        response=info.get("response") if isinstance(info.get("response"), str) else None,
+    )
+
+
+def owed_recipients(recipients: Iterable[str], carried: Info) -> list[str]:
+    """The envelope recipients this attempt still has to reach."""
+    done = set(carried.accepted) | set(carried.rejected)
+    return [recipient for recipient in recipients if recipient not in done]
+
+
+def merged_info(carried: Info, message_id: str, *, accepted: Iterable[str] = (), rejected: Iterable[str] = (),
+                pending: Iterable[str] = (), response: str | None = None) -> Info:
+    """This attempt's results added to the delivery's (each recipient listed once, first result kept)."""
+    accepted_all = list(dict.fromkeys([*carried.accepted, *accepted]))
+    rejected_all = [r for r in dict.fromkeys([*carried.rejected, *rejected]) if r not in accepted_all]
+    pending_all = [r for r in dict.fromkeys(pending) if r not in accepted_all and r not in rejected_all]
+    return Info(message_id, accepted_all, rejected_all, pending_all, response or carried.response)
+
+
+def history_entry(attempt: int, now: datetime, reason: str, *, outcome_unknown: bool = False) -> dict[str, Any]:
+    entry: dict[str, Any] = {"attempt": attempt, "time": now, "error": reason[:HISTORY_REASON_CHARS]}
+    if outcome_unknown:
+        entry["outcomeUnknown"] = True
+    return entry
+
+
+def with_history(history: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*history, entry][-HISTORY_LIMIT:]
+
+
+def history_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    value = record.get("attemptHistory")
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def claim(
+    previous: dict[str, Any],
+    now: datetime,
+    lease: timedelta,
+    *,
+    message_id: str | None = None,
+    history: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The PROCESSING record that marks this attempt as the one sending. Within one delivery it carries
+    the results so far (info), the history and whether a copy may already have been delivered."""
     start = previous.get("startTime")
-    attempts = previous.get("attempts")
+    continuing = continues_delivery(previous)
     return {
         "state": PROCESSING,
-        "attempts": (attempts if isinstance(attempts, int) else 0) + 1,
+        "attempts": attempts_of(previous) + 1,
         "startTime": start if isinstance(start, datetime) else now,
         "endTime": None,
         "leaseExpireTime": now + lease,
+        "nextAttemptTime": None,
+        "error": None,
+        "info": carried_info(previous).as_map() if continuing else None,
+        "messageId": message_id,
+        "attemptHistory": history_of(previous) if history is None else history,
+        "outcomeUnknown": bool(previous.get("outcomeUnknown")) if continuing else False,
+    }
+
+
+def scheduled(previous: dict[str, Any], send_at: datetime) -> dict[str, Any]:
+    """PENDING until `send_at`: the sweep sends it once that time has passed."""
+    return {
+        "state": PENDING,
+        "attempts": attempts_of(previous),
+        "startTime": _time(previous.get("startTime")),
+        "endTime": None,
+        "leaseExpireTime": None,
+        "nextAttemptTime": send_at,
         "error": None,
         "info": None,
+        "messageId": None,
+        "attemptHistory": history_of(previous),
+        "outcomeUnknown": False,
     }
 
 
@@ -97,6 +225,7 @@ def finish(
     error: str | None = None,
     info: Info | None = None,
     ttl: timedelta | None = None,
+    next_attempt: datetime | None = None,
 ) -> dict[str, Any]:
     """The record ending an attempt. Final states get `expireAt` when TTL is configured; RETRY does not
     (the document is still owed an email)."""
@@ -105,12 +234,48 @@ def finish(
         "state": state,
         "endTime": now,
         "leaseExpireTime": None,
+        "nextAttemptTime": next_attempt,
         "error": error,
         "info": info.as_map() if info else None,
     }
     if ttl is not None and state in (SUCCESS, ERROR):
         record["expireAt"] = now + ttl
     return record
+
+
+def backoff_delay(attempt: int, base: timedelta, cap: timedelta, rng: Callable[[], float] = random.random) -> timedelta:
+    """The wait after failed attempt `attempt` (1-based): base * 2^(attempt-1), capped, then shortened by
+    up to half at random ("equal jitter"), so retries of a burst spread out but are never later than
+    the schedule."""
+    ceiling = min(cap, base * (2 ** min(attempt - 1, 30)))
+    return ceiling * (1.0 - 0.5 * rng())
+
+
+def failed(
+    claimed: dict[str, Any],
+    now: datetime,
+    reason: str,
+    *,
+    transient: bool,
+    info: Info | None,
+    max_attempts: int,
+    backoff: Callable[[int], timedelta],
+    ttl: timedelta | None = None,
+    outcome_unknown: bool = False,
+) -> dict[str, Any]:
+    """The record after a failed attempt: RETRY with the next attempt's time while attempts remain and
+    the failure is transient, else ERROR with the last reason. Every failure goes into the history."""
+    attempt = attempts_of(claimed)
+    record = {
+        **claimed,
+        "attemptHistory": with_history(history_of(claimed), history_entry(attempt, now, reason, outcome_unknown=outcome_unknown)),
+        "outcomeUnknown": bool(claimed.get("outcomeUnknown")) or outcome_unknown,
+    }
+    if transient and attempt < max_attempts:
+        return finish(record, RETRY, now, error=reason, info=info, ttl=ttl, next_attempt=now + backoff(attempt))
+    if transient:
+        reason = f"gave up after {attempt} attempt{'s' if attempt != 1 else ''}; last: {reason}"
+    return finish(record, ERROR, now, error=reason, info=info, ttl=ttl)
 
 
 def with_unresolved_uids(record: dict[str, Any], unresolved: list[dict[str, str]]) -> dict[str, Any]:

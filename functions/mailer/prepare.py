@@ -113,7 +113,9 @@ def _resolve_uids(request: MailRequest, users: UserDirectory | None) -> tuple[Ma
     return resolved, unresolved
 
 
-def prepare(fields: dict[str, Any], settings: Settings, lookups: Lookups = NO_LOOKUPS) -> PreparedMail:
+def prepare(
+    fields: dict[str, Any], settings: Settings, lookups: Lookups = NO_LOOKUPS, *, message_id: str | None = None
+) -> PreparedMail:
     try:
         request = parse_mail_document(fields)
         request = _render_template(fields, request, lookups.templates)
@@ -121,6 +123,6 @@ def prepare(fields: dict[str, Any], settings: Settings, lookups: Lookups = NO_LO
     except MailInputError as exc:
         raise Refusal(str(exc)) from None
     try:
-        return PreparedMail(compose(request, _defaults(settings)), unresolved)
+        return PreparedMail(compose(request, _defaults(settings), message_id=message_id), unresolved)
     except MailInputError as exc:
         raise Refusal(str(exc), unresolved) from None

@@ -24,6 +24,14 @@ TTL_UNITS: dict[str, timedelta] = {
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 DEFAULT_LEASE_SECONDS = 600
 DEFAULT_TEMPLATE_CACHE_SECONDS = 60
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_RETRY_BACKOFF_SECONDS = 60
+DEFAULT_RETRY_BACKOFF_MAX_SECONDS = 3600
+DEFAULT_SWEEP_BUDGET_SECONDS = 240
+DEFAULT_SWEEP_WORKERS = 4
+AT_LEAST_ONCE = "at-least-once"
+AT_MOST_ONCE = "at-most-once"
+DELIVERY_GUARANTEES = (AT_LEAST_ONCE, AT_MOST_ONCE)
 
 
 class SettingsError(ValueError):
@@ -48,6 +56,20 @@ class Settings:
     lease: timedelta = timedelta(seconds=DEFAULT_LEASE_SECONDS)
     # How old a cached template may get before an email reads it again (0: read for every email).
     template_cache_seconds: int = DEFAULT_TEMPLATE_CACHE_SECONDS
+    # Transient failures are retried: attempt k+1 is due at most base * 2^(k-1) (capped) after attempt k.
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry_backoff: timedelta = timedelta(seconds=DEFAULT_RETRY_BACKOFF_SECONDS)
+    retry_backoff_max: timedelta = timedelta(seconds=DEFAULT_RETRY_BACKOFF_MAX_SECONDS)
+    # What to do when the connection is lost after the final "." (the server may have the message):
+    # at-least-once sends again (same Message-ID), at-most-once ends in ERROR.
+    delivery_guarantee: str = AT_LEAST_ONCE
+    # One sweep stops starting attempts after this long (below the sweep function's timeout).
+    sweep_budget: timedelta = timedelta(seconds=DEFAULT_SWEEP_BUDGET_SECONDS)
+    sweep_workers: int = DEFAULT_SWEEP_WORKERS
+
+    @property
+    def at_most_once(self) -> bool:
+        return self.delivery_guarantee == AT_MOST_ONCE
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -55,7 +77,9 @@ def _optional(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+def _positive_int(
+    env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None
+) -> int:
     raw = _optional(env, name)
     if raw is None:
         return default
@@ -65,6 +89,25 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, minimum: int 
         raise SettingsError(f"{name}: expected a whole number, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name}: must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name}: must be at most {maximum}, got {value}")
+    return value
+
+
+def _retry_backoff(env: Mapping[str, str]) -> tuple[timedelta, timedelta]:
+    base = _positive_int(env, "RETRY_BACKOFF_SECONDS", DEFAULT_RETRY_BACKOFF_SECONDS, maximum=86400)
+    cap = _positive_int(env, "RETRY_BACKOFF_MAX_SECONDS", max(base, DEFAULT_RETRY_BACKOFF_MAX_SECONDS), maximum=86400)
+    if cap < base:
+        raise SettingsError(
+            f"RETRY_BACKOFF_MAX_SECONDS ({cap}) is below RETRY_BACKOFF_SECONDS ({base}); the cap must be at least the base"
+        )
+    return timedelta(seconds=base), timedelta(seconds=cap)
+
+
+def _guarantee(env: Mapping[str, str]) -> str:
+    value = (_optional(env, "DELIVERY_GUARANTEE") or AT_LEAST_ONCE).lower()
+    if value not in DELIVERY_GUARANTEES:
+        raise SettingsError(f"DELIVERY_GUARANTEE: {value!r} is not one of {', '.join(DELIVERY_GUARANTEES)}")
     return value
 
 
@@ -82,6 +125,7 @@ def _ttl(env: Mapping[str, str]) -> timedelta | None:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from `env` (default: os.environ). Raises SettingsError naming the variable."""
     env = os.environ if env is None else env
+    backoff, backoff_max = _retry_backoff(env)
     return Settings(
         smtp_connection_uri=_optional(env, "SMTP_CONNECTION_URI"),
         # Not stripped: a password may legitimately begin or end with a space.
@@ -97,4 +141,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_message_bytes=_positive_int(env, "MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
         lease=timedelta(seconds=_positive_int(env, "LEASE_SECONDS", DEFAULT_LEASE_SECONDS)),
         template_cache_seconds=_positive_int(env, "TEMPLATE_CACHE_SECONDS", DEFAULT_TEMPLATE_CACHE_SECONDS, minimum=0),
+        max_attempts=_positive_int(env, "MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, maximum=100),
+        retry_backoff=backoff,
+        retry_backoff_max=backoff_max,
+        delivery_guarantee=_guarantee(env),
+        sweep_budget=timedelta(seconds=_positive_int(env, "SWEEP_BUDGET_SECONDS", DEFAULT_SWEEP_BUDGET_SECONDS, minimum=1)),
+        sweep_workers=_positive_int(env, "SWEEP_WORKERS", DEFAULT_SWEEP_WORKERS, maximum=32),
     )

@@ -8,6 +8,8 @@ the same version only one can claim it, without a read on the happy path (the ev
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -15,6 +17,18 @@ from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud import firestore
 
 from mailer.events import DocumentState
+
+# Firestore errors that a moment later may not recur.
+TRANSIENT_ERRORS = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.InternalServerError,
+    gexc.Aborted,
+    gexc.TooManyRequests,
+    gexc.RetryError,
+)
+# Waits between tries of an outcome write: about 15 s in all, well inside any lease.
+OUTCOME_WRITE_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 _clients: dict[tuple[str, str], firestore.Client] = {}
 _clients_lock = threading.Lock()
@@ -51,11 +65,25 @@ class StatusStore:
             return None
         return result.update_time
 
-    def write(self, path: str, delivery: dict[str, Any]) -> bool:
+    def write(
+        self,
+        path: str,
+        delivery: dict[str, Any],
+        delays: tuple[float, ...] = OUTCOME_WRITE_DELAYS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> bool:
         """Replace `delivery` unconditionally (the outcome of a send must be recorded whatever else
-        changed meanwhile). False if the document was deleted."""
-        try:
-            self._client.document(path).update({"delivery": delivery})
-        except gexc.NotFound:
-            return False
-        return True
+        changed meanwhile), trying again through a short Firestore outage: an outcome that is not
+        written leaves the document PROCESSING until its lease lapses, and then it is sent again.
+        False if the document was deleted; raises the last error when Firestore stays unavailable."""
+        for delay in (*delays, None):
+            try:
+                self._client.document(path).update({"delivery": delivery})
+                return True
+            except gexc.NotFound:
+                return False
+            except TRANSIENT_ERRORS:
+                if delay is None:
+                    raise
+                sleep(delay)
+        return False  # not reached
