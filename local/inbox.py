@@ -3,11 +3,22 @@ and keeps every message it accepts as an .eml file.
 
 Each file is the message as received, preceded by the headers a delivering MTA adds: Return-Path (the
 envelope sender) and one Delivered-To per envelope recipient, so Bcc recipients stay visible.
+
+One scripted fault, so the demo can show a retry: when any envelope recipient's local part ends with
+`+tempfail` (e.g. `ada+tempfail@example.com`), the first copy of a message is refused after DATA with
+
+    451 4.3.0 Temporary local failure (demo: fails once)
+
+and the next copy with the same Message-ID header is accepted (and stored) as usual. Copies are told
+apart by Message-ID only, which the mailer keeps the same on every attempt of one delivery; a message
+without a Message-ID is never refused. The inbox remembers the IDs it refused until it stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.parser
+import email.policy
 import hmac
 import itertools
 import logging
@@ -26,6 +37,8 @@ LISTEN_HOST = "127.0.0.1"
 SERVER_NAME = "inbox.mailer.local"  # spares aiosmtpd a getfqdn() DNS lookup
 MAX_MESSAGE_BYTES = 80 * 2**20  # above the largest mailer:maxMessageBytes (64 MiB) plus encoding
 START_TIMEOUT_SECONDS = 10.0
+TEMPFAIL_SUFFIX = "+tempfail"
+TEMPFAIL_REPLY = "451 4.3.0 Temporary local failure (demo: fails once)"
 
 
 def _not_login_data_notice(record: logging.LogRecord) -> bool:
@@ -45,6 +58,7 @@ class SmtpInbox:
         self._user = user
         self._password = password
         self._sequence = itertools.count(1)
+        self.tempfailed: set[str] = set()  # Message-IDs refused once by the +tempfail rule
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._ready = threading.Event()
@@ -129,10 +143,23 @@ class SmtpInbox:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
+        if self._fails_once(envelope.rcpt_tos, content):
+            return TEMPFAIL_REPLY
         trace = [f"Return-Path: <{envelope.mail_from or ''}>"]
         trace += [f"Delivered-To: {recipient}" for recipient in envelope.rcpt_tos]
         message_id = self._store("\r\n".join(trace).encode() + b"\r\n" + content)
         return f"250 2.0.0 Ok: stored as {message_id}"
+
+    def _fails_once(self, recipients: list[str], content: bytes) -> bool:
+        """The +tempfail rule: refuse the first copy of a Message-ID sent to a `...+tempfail@` recipient."""
+        if not any(recipient.rsplit("@", 1)[0].lower().endswith(TEMPFAIL_SUFFIX) for recipient in recipients):
+            return False
+        headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(content)
+        message_id = str(headers.get("Message-ID") or "").strip()
+        if not message_id or message_id in self.tempfailed:
+            return False
+        self.tempfailed.add(message_id)
+        return True
 
     def _store(self, data: bytes) -> str:
         # Names sort in arrival order and are safe in URLs (see local.mailbox.MESSAGE_ID).

@@ -120,3 +120,58 @@ def test_ids_that_are_not_stored_messages_find_nothing(inbox: InboxUnderTest, me
     inbox.send(simple_message())
     assert message_path(inbox.folder, message_id) is None
     assert load_message(inbox.folder, message_id) is None
+
+
+# -- the +tempfail rule: the first copy of a Message-ID is refused after DATA, the next is accepted --------
+
+def with_message_id(message: EmailMessage, message_id: str | None) -> EmailMessage:
+    del message["Message-ID"]
+    if message_id is not None:
+        message["Message-ID"] = message_id
+    return message
+
+
+def test_a_tempfail_recipient_gets_451_once_per_message_id(inbox: InboxUnderTest) -> None:
+    first = with_message_id(simple_message("Retried", to="ada+tempfail@example.com"), "<one@mailer.test>")
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        inbox.send(first)
+    assert (refused.value.smtp_code, refused.value.smtp_error) == (451, b"4.3.0 Temporary local failure (demo: fails once)")
+    assert list_messages(inbox.folder) == []  # a refused copy is not stored
+
+    inbox.send(first)  # the retry: same Message-ID
+    inbox.send(first)  # and any copy after it
+    assert [m.message_id for m in list_messages(inbox.folder)] == ["<one@mailer.test>"] * 2
+
+    # Another message to the same recipient fails once too.
+    second = with_message_id(simple_message("Another", to="ada+tempfail@example.com"), "<two@mailer.test>")
+    with pytest.raises(smtplib.SMTPDataError):
+        inbox.send(second)
+    inbox.send(second)
+    assert inbox.smtp.tempfailed == {"<one@mailer.test>", "<two@mailer.test>"}
+
+
+def test_one_tempfail_recipient_among_others_fails_the_transaction(inbox: InboxUnderTest) -> None:
+    # The rule looks at the envelope (Bcc included), not the To header.
+    message = with_message_id(simple_message("Mixed", to="grace@example.com"), "<mixed@mailer.test>")
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        inbox.send(message, to_addrs=["grace@example.com", "Hidden+TEMPFAIL@example.com"])
+    assert refused.value.smtp_code == 451
+    assert inbox.send(message, to_addrs=["grace@example.com", "Hidden+TEMPFAIL@example.com"]) == {}
+    [stored] = list_messages(inbox.folder)
+    assert b"Delivered-To: Hidden+TEMPFAIL@example.com" in stored.path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("recipient", "message_id"),
+    [
+        ("ada@example.com", "<plain@mailer.test>"),  # no +tempfail
+        ("tempfail@example.com", "<bare@mailer.test>"),  # the local part must end with "+tempfail"
+        ("ada+tempfailed@example.com", "<longer@mailer.test>"),
+        ("ada@tempfail.example.com", "<domain@mailer.test>"),  # the domain does not count
+        ("ada+tempfail@example.com", None),  # no Message-ID: a copy could not be recognised, so never refused
+    ],
+)
+def test_other_messages_are_accepted_the_first_time(inbox: InboxUnderTest, recipient: str, message_id: str | None) -> None:
+    assert inbox.send(with_message_id(simple_message(to=recipient), message_id)) == {}
+    assert len(list_messages(inbox.folder)) == 1
+    assert inbox.smtp.tempfailed == set()
