@@ -99,7 +99,7 @@ def _retry_backoff(env: Mapping[str, str]) -> tuple[timedelta, timedelta]:
     cap = _positive_int(env, "RETRY_BACKOFF_MAX_SECONDS", max(base, DEFAULT_RETRY_BACKOFF_MAX_SECONDS), maximum=86400)
     if cap < base:
         raise SettingsError(
-            f"RETRY_BACKOFF_MAX_SECONDS ({cap}) is below RETRY_BACKOFF_SECONDS ({base}); the cap must be at least the base"
+            f"RETRY_BACKOFF_MAX_SECONDS: {cap} is below RETRY_BACKOFF_SECONDS ({base}); the cap must be at least the base"
         )
     return timedelta(seconds=base), timedelta(seconds=cap)
 

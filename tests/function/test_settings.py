@@ -41,3 +41,36 @@ def test_password_is_not_in_repr():
     settings = load_settings({"SMTP_PASSWORD": "hunter2-secret"})
     assert settings.smtp_password == "hunter2-secret"
     assert "hunter2-secret" not in repr(settings)
+
+
+def test_retry_defaults_are_the_documented_ones():
+    settings = load_settings({})
+    assert settings.max_attempts == 5
+    assert settings.retry_backoff == timedelta(seconds=60)
+    assert settings.retry_backoff_max == timedelta(seconds=3600)
+    assert settings.delivery_guarantee == "at-least-once" and not settings.at_most_once
+    assert settings.sweep_workers == 4
+
+
+def test_retry_settings_are_read():
+    settings = load_settings({"MAX_ATTEMPTS": "3", "RETRY_BACKOFF_SECONDS": "2", "RETRY_BACKOFF_MAX_SECONDS": "10",
+                              "DELIVERY_GUARANTEE": "at-most-once", "SWEEP_BUDGET_SECONDS": "50", "SWEEP_WORKERS": "8"})
+    assert settings.max_attempts == 3
+    assert (settings.retry_backoff, settings.retry_backoff_max) == (timedelta(seconds=2), timedelta(seconds=10))
+    assert settings.at_most_once
+    assert settings.sweep_budget == timedelta(seconds=50) and settings.sweep_workers == 8
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [({"MAX_ATTEMPTS": "0"}, "MAX_ATTEMPTS"),
+     ({"MAX_ATTEMPTS": "101"}, "MAX_ATTEMPTS"),
+     ({"RETRY_BACKOFF_SECONDS": "soon"}, "RETRY_BACKOFF_SECONDS"),
+     ({"RETRY_BACKOFF_SECONDS": "60", "RETRY_BACKOFF_MAX_SECONDS": "30"}, "RETRY_BACKOFF_MAX_SECONDS"),
+     ({"DELIVERY_GUARANTEE": "exactly-once"}, "DELIVERY_GUARANTEE"),
+     ({"SWEEP_WORKERS": "0"}, "SWEEP_WORKERS")],
+)
+def test_bad_retry_values_name_the_variable(env, named):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env)
+    assert str(caught.value).startswith(named + ":")
