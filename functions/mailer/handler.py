@@ -141,6 +141,7 @@ class Handler:
                                          delivery.ERROR, now, error=verdict, info=delivery.carried_info(previous),
                                          ttl=settings_.ttl)
                 return self._write_verdict(store, path, seen, record, ctx)
+            previous = {**previous, "outcomeUnknown": True}
 
         try:
             due = send_at(seen.fields)

@@ -12,6 +12,7 @@ import functions_framework
 import pytest
 
 from local.bridge import TriggerBridge
+from local.eventarc import pubsub_event
 from local.documents import FINAL_STATES, wait_for_delivery
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,14 +27,21 @@ def function_app():
     return functions_framework.create_app("process_mail", str(ROOT / "functions" / "main.py"), "cloudevent")
 
 
+@pytest.fixture(scope="session")
+def sweep_app():
+    """The sweep exactly as deployed: main.py's `sweep_mail`, fed Pub/Sub CloudEvents."""
+    return functions_framework.create_app("sweep_mail", str(ROOT / "functions" / "main.py"), "cloudevent")
+
+
 def post_event(app, headers: dict[str, str], body: bytes) -> int:
     return app.test_client().post("/", headers=headers, data=body).status_code
 
 
 class Pipeline:
-    def __init__(self, emulator, app, collection: str, monkeypatch) -> None:
+    def __init__(self, emulator, app, collection: str, monkeypatch, sweep_app=None) -> None:
         self.emulator = emulator
         self.app = app
+        self.sweep_app = sweep_app
         self.collection = collection
         self.client = emulator.client()
         self._monkeypatch = monkeypatch
@@ -55,6 +63,12 @@ class Pipeline:
         )
         self.bridge.start()
         return self.bridge
+
+    def sweep(self) -> int:
+        """One tick of the sweep's schedule, posted to `sweep_mail` as Eventarc posts a Pub/Sub message;
+        returns when that sweep is done."""
+        headers, body = pubsub_event(project=self.emulator.project, topic="mailer-sweep", subscription="eventarc-sweep")
+        return post_event(self.sweep_app, headers, body)
 
     def doc(self, doc_id: str):
         return self.client.collection(self.collection).document(doc_id)
@@ -78,14 +92,16 @@ class Pipeline:
 
 
 @pytest.fixture
-def pipeline(firestore_emulator, function_app, unique_collection, monkeypatch) -> Iterator[Pipeline]:
+def pipeline(firestore_emulator, function_app, sweep_app, unique_collection, monkeypatch) -> Iterator[Pipeline]:
     for name in ("SMTP_CONNECTION_URI", "SMTP_PASSWORD", "DEFAULT_FROM", "DEFAULT_REPLY_TO", "TTL_EXPIRE_TYPE",
-                 "TTL_EXPIRE_VALUE", "USERS_COLLECTION", "TEMPLATES_COLLECTION", "MAX_MESSAGE_BYTES"):
+                 "TTL_EXPIRE_VALUE", "USERS_COLLECTION", "TEMPLATES_COLLECTION", "MAX_MESSAGE_BYTES", "MAX_ATTEMPTS",
+                 "RETRY_BACKOFF_SECONDS", "RETRY_BACKOFF_MAX_SECONDS", "DELIVERY_GUARANTEE", "SWEEP_BUDGET_SECONDS",
+                 "SWEEP_WORKERS", "LEASE_SECONDS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MAIL_COLLECTION", unique_collection)
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", firestore_emulator.project)
     monkeypatch.setenv("DEFAULT_FROM", "Mailer <noreply@example.com>")
-    line = Pipeline(firestore_emulator, function_app, unique_collection, monkeypatch)
+    line = Pipeline(firestore_emulator, function_app, unique_collection, monkeypatch, sweep_app)
     yield line
     if line.bridge is not None:
         line.bridge.stop()
