@@ -44,6 +44,22 @@ MAX_INSTANCES_LIMIT = 1000
 MAX_CONCURRENCY = 1000
 MAX_MESSAGE_BYTES_LIMIT = 64 * 2**20
 MAX_TEMPLATE_CACHE_SECONDS = 86400
+# Retries and the sweep (DESIGN.md section 7; the function reads the same bounds in mailer/settings.py).
+MAX_ATTEMPTS_LIMIT = 100
+MAX_BACKOFF_SECONDS = 86400
+DELIVERY_GUARANTEES = ("at-least-once", "at-most-once")
+MIN_SWEEP_TIMEOUT_SECONDS = 60
+MAX_SWEEP_WORKERS = 32
+# The sweep stops taking new documents this long before its timeout, so it returns instead of being killed.
+SWEEP_MARGIN_SECONDS = 30
+# unix-cron, as Cloud Scheduler reads it: (field name, lowest, highest, names allowed instead of numbers)
+CRON_FIELDS = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day-of-month", 1, 31, ()),
+    ("month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")),
+    ("day-of-week", 0, 7, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")),
+)
 
 _MEMORY_UNITS = {"": 1, "k": 1000, "M": 1000**2, "G": 1000**3, "Mi": 2**20, "Gi": 2**30}
 _MEMORY_PATTERN = re.compile(r"^(\d+)(k|M|G|Mi|Gi)?$")
@@ -52,6 +68,7 @@ _DATABASE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{2,61}[a-z0-9]$")
 _RUNTIME_PATTERN = re.compile(r"^python3(\d+)$")
 _PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,20}[a-z0-9]$")
 _RESERVED_ID = re.compile(r"^__.*__$")
+_CRON_ITEM = re.compile(r"^(?:\*|(?P<low>\w+)(?:-(?P<high>\w+))?)(?:/(?P<step>\d+))?$")
 
 
 class ConfigError(pulumi.RunError, ValueError):
@@ -86,6 +103,39 @@ def _check_collection_path(path: str) -> str:
         if len(segment.encode()) > 1500:
             raise ValueError("has an id longer than 1500 bytes; pick a shorter name")
     return path
+
+
+def _cron_item_ok(item: str, low: int, high: int, names: tuple[str, ...]) -> bool:
+    """One comma-separated item of a cron field: *, N, N-M, each optionally /step (step >= 1)."""
+    match = _CRON_ITEM.match(item)
+    if not match or (match.group("step") is not None and int(match.group("step")) == 0):
+        return False
+    values: list[int] = []
+    for token in (match.group("low"), match.group("high")):
+        if token is None:
+            continue
+        if token.isdigit():
+            values.append(int(token))
+        elif token.upper() in names:
+            values.append(names.index(token.upper()) + low)
+        else:
+            return False
+    return all(low <= value <= high for value in values) and values == sorted(values)
+
+
+def check_cron(expression: str) -> str:
+    """A 5-field unix-cron expression as Cloud Scheduler takes it (lists, ranges, steps, month and day
+    names); ValueError naming the field otherwise. The shape and the bounds are checked, not the meaning
+    (31 in February passes, as it does in Cloud Scheduler)."""
+    example = "write 5 fields (minute hour day-of-month month day-of-week), e.g. '* * * * *' (every minute) or '*/5 * * * *'"
+    fields = expression.split()
+    if len(fields) != len(CRON_FIELDS):
+        raise ValueError(f"is {expression!r}, which has {len(fields)} field(s); {example}")
+    for text, (field, low, high, names) in zip(fields, CRON_FIELDS):
+        if not all(_cron_item_ok(item, low, high, names) for item in text.split(",")):
+            allowed = f"{low}-{high}" + (f" or {names[0]}-{names[-1]}" if names else "")
+            raise ValueError(f"is {expression!r}: its {field} field {text!r} is not *, a number {allowed}, a range, a list or a /step; {example}")
+    return " ".join(fields)
 
 
 def _check_address(value: str, example: str) -> str:
@@ -124,6 +174,13 @@ class MailerSettings(BaseModel):
     cpu: str = Field("0.167", alias=_key("cpu"))
     timeout_seconds: int = Field(60, alias=_key("timeoutSeconds"))
     resource_prefix: str = Field("mailer", alias=_key("resourcePrefix"))
+    max_attempts: int = Field(5, alias=_key("maxAttempts"))
+    retry_backoff_seconds: int = Field(60, alias=_key("retryBackoffSeconds"))
+    retry_backoff_max_seconds: int = Field(3600, alias=_key("retryBackoffMaxSeconds"))
+    delivery_guarantee: str = Field("at-least-once", alias=_key("deliveryGuarantee"))
+    sweep_schedule: str = Field("* * * * *", alias=_key("sweepSchedule"))
+    sweep_timeout_seconds: int = Field(300, alias=_key("sweepTimeoutSeconds"))
+    sweep_workers: int = Field(4, alias=_key("sweepWorkers"))
 
     @field_validator("project")
     @classmethod
@@ -286,8 +343,67 @@ class MailerSettings(BaseModel):
             raise ValueError("must be 3-22 lowercase letters, digits or hyphens, starting with a letter (it prefixes service account ids)")
         return value
 
+    @field_validator("max_attempts")
+    @classmethod
+    def _max_attempts(cls, value: int) -> int:
+        if not 1 <= value <= MAX_ATTEMPTS_LIMIT:
+            raise ValueError(f"must be between 1 and {MAX_ATTEMPTS_LIMIT} (attempts per email before it ends in ERROR; 1 never retries)")
+        return value
+
+    @field_validator("retry_backoff_seconds")
+    @classmethod
+    def _retry_backoff(cls, value: int) -> int:
+        if not 1 <= value <= MAX_BACKOFF_SECONDS:
+            raise ValueError(f"must be between 1 and {MAX_BACKOFF_SECONDS} seconds (the wait after the first failed attempt; it doubles after each one)")
+        return value
+
+    @field_validator("retry_backoff_max_seconds")
+    @classmethod
+    def _retry_backoff_max(cls, value: int) -> int:
+        if not 1 <= value <= MAX_BACKOFF_SECONDS:
+            raise ValueError(f"must be between 1 and {MAX_BACKOFF_SECONDS} seconds (the longest wait between two attempts)")
+        return value
+
+    @field_validator("delivery_guarantee")
+    @classmethod
+    def _delivery_guarantee(cls, value: str) -> str:
+        if value not in DELIVERY_GUARANTEES:
+            raise ValueError(
+                f"is {value!r}; use at-least-once (retry when the outcome of a send is unknown) "
+                "or at-most-once (end in ERROR instead)"
+            )
+        return value
+
+    @field_validator("sweep_schedule")
+    @classmethod
+    def _sweep_schedule(cls, value: str) -> str:
+        return check_cron(value)
+
+    @field_validator("sweep_timeout_seconds")
+    @classmethod
+    def _sweep_timeout(cls, value: int) -> int:
+        if not MIN_SWEEP_TIMEOUT_SECONDS <= value <= MAX_EVENT_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"must be between {MIN_SWEEP_TIMEOUT_SECONDS} and {MAX_EVENT_TIMEOUT_SECONDS} seconds "
+                f"(the sweep stops taking documents {SWEEP_MARGIN_SECONDS} s before it)"
+            )
+        return value
+
+    @field_validator("sweep_workers")
+    @classmethod
+    def _sweep_workers(cls, value: int) -> int:
+        if not 1 <= value <= MAX_SWEEP_WORKERS:
+            raise ValueError(f"must be between 1 and {MAX_SWEEP_WORKERS} (emails one sweep sends at once)")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> "MailerSettings":
+        if self.retry_backoff_max_seconds < self.retry_backoff_seconds:
+            raise ValueError(
+                f"{_key('retryBackoffMaxSeconds')} is {self.retry_backoff_max_seconds} but {_key('retryBackoffSeconds')} is "
+                f"{self.retry_backoff_seconds}; the longest wait cannot be shorter than the first: raise "
+                f"{_key('retryBackoffMaxSeconds')} or lower {_key('retryBackoffSeconds')}"
+            )
         if self.has_password_in_uri and not self.allow_password_in_uri:
             raise ValueError(
                 f"{_key('smtpConnectionUri')} contains a password; remove it from the URI and run "
@@ -325,6 +441,11 @@ class MailerSettings(BaseModel):
     @property
     def ttl_enabled(self) -> bool:
         return self.ttl_expire_type != "never"
+
+    @property
+    def sweep_budget_seconds(self) -> int:
+        """How long one sweep keeps taking documents: its timeout less a margin to finish and return."""
+        return self.sweep_timeout_seconds - SWEEP_MARGIN_SECONDS
 
     @property
     def mail_collection_group(self) -> str:

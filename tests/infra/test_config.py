@@ -45,6 +45,10 @@ def test_a_minimal_config_loads_with_the_documented_defaults(pulumi_mocks: Pulum
     assert (settings.ttl_expire_type, settings.ttl_expire_value, settings.ttl_enabled) == ("never", 1, False)
     assert (settings.min_instances, settings.max_instances, settings.concurrency) == (0, 10, 1)
     assert (settings.memory, settings.cpu, settings.timeout_seconds, settings.runtime) == ("256Mi", "0.167", 60, "python312")
+    assert (settings.max_attempts, settings.retry_backoff_seconds, settings.retry_backoff_max_seconds) == (5, 60, 3600)
+    assert settings.delivery_guarantee == "at-least-once"
+    assert (settings.sweep_schedule, settings.sweep_timeout_seconds, settings.sweep_workers) == ("* * * * *", 300, 4)
+    assert settings.sweep_budget_seconds == 270
 
 
 def test_values_arrive_as_strings_and_are_typed(pulumi_mocks: PulumiHarness) -> None:
@@ -136,6 +140,33 @@ INVALID = [
     ({"mailer:timeoutSeconds": "0"}, ["mailer:timeoutSeconds"], "between 1 and 540"),
     ({"mailer:allowPasswordInUri": "maybe"}, ["mailer:allowPasswordInUri"], "valid boolean"),
     ({"mailer:resourcePrefix": "Mailer!"}, ["mailer:resourcePrefix"], "lowercase letters"),
+    ({"mailer:maxAttempts": "0"}, ["mailer:maxAttempts"], "between 1 and 100"),
+    ({"mailer:maxAttempts": "101"}, ["mailer:maxAttempts"], "between 1 and 100"),
+    ({"mailer:maxAttempts": "five"}, ["mailer:maxAttempts"], "valid integer"),
+    ({"mailer:retryBackoffSeconds": "0"}, ["mailer:retryBackoffSeconds"], "between 1 and 86400"),
+    ({"mailer:retryBackoffSeconds": "86401", "mailer:retryBackoffMaxSeconds": "86400"}, ["mailer:retryBackoffSeconds"], "between 1 and 86400"),
+    ({"mailer:retryBackoffMaxSeconds": "86401"}, ["mailer:retryBackoffMaxSeconds"], "between 1 and 86400"),
+    ({"mailer:retryBackoffMaxSeconds": "1.5"}, ["mailer:retryBackoffMaxSeconds"], "valid integer"),
+    ({"mailer:retryBackoffSeconds": "600", "mailer:retryBackoffMaxSeconds": "300"},
+     ["mailer:retryBackoffMaxSeconds", "mailer:retryBackoffSeconds"], "cannot be shorter than the first"),
+    # Only the base is raised: the default cap (3600) is now below it.
+    ({"mailer:retryBackoffSeconds": "7200"}, ["mailer:retryBackoffMaxSeconds", "mailer:retryBackoffSeconds"], "is 3600 but"),
+    ({"mailer:deliveryGuarantee": "exactly-once"}, ["mailer:deliveryGuarantee"], "use at-least-once"),
+    ({"mailer:deliveryGuarantee": "AT-MOST-ONCE"}, ["mailer:deliveryGuarantee"], "or at-most-once"),
+    ({"mailer:sweepSchedule": "* * * *"}, ["mailer:sweepSchedule"], "has 4 field(s); write 5 fields"),
+    ({"mailer:sweepSchedule": "0 0 * * * *"}, ["mailer:sweepSchedule"], "has 6 field(s)"),
+    ({"mailer:sweepSchedule": "every 1 minutes"}, ["mailer:sweepSchedule"], "write 5 fields"),
+    ({"mailer:sweepSchedule": "60 * * * *"}, ["mailer:sweepSchedule"], "minute field '60'"),
+    ({"mailer:sweepSchedule": "*/0 * * * *"}, ["mailer:sweepSchedule"], "minute field '*/0'"),
+    ({"mailer:sweepSchedule": "* 24 * * *"}, ["mailer:sweepSchedule"], "hour field '24'"),
+    ({"mailer:sweepSchedule": "* * 0 * *"}, ["mailer:sweepSchedule"], "day-of-month field '0'"),
+    ({"mailer:sweepSchedule": "* * * 13 *"}, ["mailer:sweepSchedule"], "month field '13'"),
+    ({"mailer:sweepSchedule": "* * * * FUN"}, ["mailer:sweepSchedule"], "day-of-week field 'FUN'"),
+    ({"mailer:sweepSchedule": "30-10 * * * *"}, ["mailer:sweepSchedule"], "minute field '30-10'"),
+    ({"mailer:sweepTimeoutSeconds": "59"}, ["mailer:sweepTimeoutSeconds"], "between 60 and 540"),
+    ({"mailer:sweepTimeoutSeconds": "541"}, ["mailer:sweepTimeoutSeconds"], "between 60 and 540"),
+    ({"mailer:sweepWorkers": "0"}, ["mailer:sweepWorkers"], "between 1 and 32"),
+    ({"mailer:sweepWorkers": "33"}, ["mailer:sweepWorkers"], "between 1 and 32"),
     ({"gcp:project": None}, ["gcp:project"], "is not set; run `pulumi config set gcp:project"),
     ({"gcp:project": "My Project"}, ["gcp:project"], "not a Google Cloud project id"),
     ({"mailer:smtpPassword": None}, ["mailer:smtpPassword"], "pulumi config set --secret mailer:smtpPassword"),
@@ -206,3 +237,23 @@ def test_known_firestore_locations_are_accepted(pulumi_mocks: PulumiHarness, loc
 def test_sane_scaling_combinations_are_accepted(pulumi_mocks: PulumiHarness, memory: str, cpu: str, concurrency: str) -> None:
     settings = load(pulumi_mocks, {"mailer:memory": memory, "mailer:cpu": cpu, "mailer:concurrency": concurrency}).settings
     assert (settings.memory, settings.cpu, settings.concurrency) == (memory, cpu, int(concurrency))
+
+
+@pytest.mark.parametrize(
+    "schedule", ["* * * * *", "*/5 * * * *", "0 */2 * * *", "0,15,30,45 8-18 * * MON-FRI", "5/10 * 1-15 jan,Jul 0", "0 0 * * 7"]
+)
+def test_cron_schedules_cloud_scheduler_takes_are_accepted(pulumi_mocks: PulumiHarness, schedule: str) -> None:
+    assert load(pulumi_mocks, {"mailer:sweepSchedule": schedule}).settings.sweep_schedule == schedule
+
+
+def test_retry_and_sweep_settings_arrive_as_strings_and_are_typed(pulumi_mocks: PulumiHarness) -> None:
+    settings = load(
+        pulumi_mocks,
+        {"mailer:maxAttempts": "1", "mailer:retryBackoffSeconds": "86400", "mailer:retryBackoffMaxSeconds": "86400",
+         "mailer:deliveryGuarantee": "at-most-once", "mailer:sweepSchedule": "*/2 * * * *",
+         "mailer:sweepTimeoutSeconds": "60", "mailer:sweepWorkers": "32"},
+    ).settings
+    assert (settings.max_attempts, settings.retry_backoff_seconds, settings.retry_backoff_max_seconds) == (1, 86400, 86400)
+    assert (settings.delivery_guarantee, settings.sweep_schedule) == ("at-most-once", "*/2 * * * *")
+    # The shortest sweep timeout still leaves the sweep 30 s to work in.
+    assert (settings.sweep_timeout_seconds, settings.sweep_budget_seconds, settings.sweep_workers) == (60, 30, 32)
