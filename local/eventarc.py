@@ -1,11 +1,14 @@
-"""Firestore document changes as the CloudEvents Eventarc delivers them (binary mode, protobuf).
+"""Events as Eventarc delivers them in binary mode: Firestore document changes (protobuf body), and
+Pub/Sub messages (JSON body) such as Cloud Scheduler's ticks for the sweep.
 
-Used by the local trigger bridge and by the tests, so local runs see byte-for-byte what the deployed
-function sees: the same event types, the same document filter, the same `DocumentEventData` body.
+Used by the local trigger bridge, the local scheduler and the tests, so local runs see byte-for-byte what
+the deployed functions see: the same event types, the same document filter, the same bodies.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import uuid
 from datetime import datetime, timezone
@@ -86,3 +89,40 @@ def binary_event(
         "ce-document": path,
     }
     return headers, document_event_data(old, new)
+
+
+# -- Pub/Sub: Cloud Scheduler -> topic -> Eventarc -> the sweep function ------------------------------
+
+PUBSUB_EVENT_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def pubsub_event(
+    *,
+    project: str,
+    topic: str,
+    subscription: str,
+    data: bytes = b"",
+    message_id: str | None = None,
+    time: datetime | None = None,
+) -> tuple[dict[str, str], bytes]:
+    """HTTP headers and body of a binary-mode CloudEvent for one Pub/Sub message, as Eventarc posts it
+    (the `MessagePublishedData` JSON body: the message with base64 data, and the push subscription)."""
+    moment = _rfc3339(time or datetime.now(timezone.utc))
+    message_id = message_id or str(uuid.uuid4().int % 10**16)  # Pub/Sub's ids are decimal strings
+    headers = {
+        "content-type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-id": message_id,
+        "ce-type": PUBSUB_EVENT_TYPE,
+        "ce-source": f"//pubsub.googleapis.com/projects/{project}/topics/{topic}",
+        "ce-time": moment,
+    }
+    body = {
+        "message": {"data": base64.b64encode(data).decode("ascii"), "messageId": message_id, "publishTime": moment},
+        "subscription": f"projects/{project}/subscriptions/{subscription}",
+    }
+    return headers, json.dumps(body).encode()

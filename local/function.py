@@ -1,4 +1,5 @@
-"""The function under the `functions-framework` command, as Cloud Run serves it (gunicorn, HTTP)."""
+"""The functions under the `functions-framework` command, as Cloud Run serves them (gunicorn, HTTP): one
+process per entry point, as each is its own deployed function."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FUNCTION_SOURCE = REPO_ROOT / "functions" / "main.py"
 LISTEN_HOST = "127.0.0.1"
 START_TIMEOUT_SECONDS = 30.0
+SWEEP_ENTRY_POINT = "sweep_mail"  # the Pub/Sub-triggered sweep (Cloud Scheduler -> topic -> Eventarc)
 
 
 def _listening(port: int) -> bool:
@@ -24,15 +26,17 @@ def _listening(port: int) -> bool:
         return False
 
 
-def start_function(env: dict[str, str], log_path: Path, port: int = 0) -> tuple[ManagedProcess, str]:
-    """Start functions-framework with `env` (the deployed function's variables); returns it and its URL."""
+def start_function(env: dict[str, str], log_path: Path, port: int = 0, *, target: str = ENTRY_POINT,
+                   source: Path = FUNCTION_SOURCE) -> tuple[ManagedProcess, str]:
+    """Start functions-framework serving the CloudEvent function `target` of `source` (functions/main.py)
+    with `env` (the deployed function's variables); returns it and its URL."""
     command = Path(sys.executable).parent / "functions-framework"
     if not command.exists():
         raise StartError(f"function: {command} is missing; run `make install`")
     port = port or free_port(LISTEN_HOST)
     process = ManagedProcess(
-        "function (functions-framework)",
-        [str(command), "--target", ENTRY_POINT, "--source", str(FUNCTION_SOURCE), "--signature-type",
+        f"function {target} (functions-framework)",
+        [str(command), "--target", target, "--source", str(source), "--signature-type",
          "cloudevent", "--host", LISTEN_HOST, "--port", str(port)],
         log_path,
         env=env,
