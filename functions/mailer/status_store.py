@@ -69,14 +69,14 @@ class StatusStore:
         self,
         path: str,
         delivery: dict[str, Any],
-        delays: tuple[float, ...] = OUTCOME_WRITE_DELAYS,
+        delays: tuple[float, ...] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> bool:
         """Replace `delivery` unconditionally (the outcome of a send must be recorded whatever else
         changed meanwhile), trying again through a short Firestore outage: an outcome that is not
         written leaves the document PROCESSING until its lease lapses, and then it is sent again.
         False if the document was deleted; raises the last error when Firestore stays unavailable."""
-        for delay in (*delays, None):
+        for delay in (*(OUTCOME_WRITE_DELAYS if delays is None else delays), None):
             try:
                 self._client.document(path).update({"delivery": delivery})
                 return True
