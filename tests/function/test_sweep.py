@@ -242,3 +242,47 @@ def test_an_idle_sweep_costs_one_read_per_query_and_no_writes(line):
     assert line.sweep() == 200
     stats = line.emulator.stats()
     assert stats["reads"] == 3 and stats["writes"] == 0
+
+
+def _due_documents(line, count: int) -> list[str]:
+    """`count` documents waiting for a retry that is due now, written directly (as the function leaves them)."""
+    moment = now() - timedelta(seconds=1)
+    batch = line.client.batch()
+    ids = [f"backlog-{n:04d}" for n in range(count)]
+    for doc_id in ids:
+        batch.set(line.doc(doc_id), {**MAIL, "delivery": {
+            "state": "RETRY", "attempts": 1, "startTime": moment, "endTime": moment, "leaseExpireTime": None,
+            "nextAttemptTime": moment, "error": "SMTP 451 later", "info": None, "messageId": None,
+            "attemptHistory": [], "outcomeUnknown": False}})
+    batch.commit()
+    return ids
+
+
+def test_a_backlog_larger_than_a_page_drains_in_one_sweep(quiet, server):
+    from mailer.handler import Handler
+    from mailer.status_store import client_for
+    from mailer.sweep import PAGE_SIZE, Sweeper
+
+    ids = _due_documents(quiet, PAGE_SIZE * 2 + 7)
+    report = Sweeper(Handler(), client_for).run()
+    assert report.outcomes == Counter({"SUCCESS": len(ids)}) and not report.out_of_time
+    assert report.found == len(ids)
+    assert len(server.messages) == len(ids) and set(message_ids(server).values()) == {1}
+
+
+def test_a_sweep_out_of_budget_leaves_the_rest_for_the_next_one(quiet, server):
+    from mailer.handler import Handler
+    from mailer.status_store import client_for
+    from mailer.sweep import Sweeper
+
+    ids = _due_documents(quiet, 30)
+    ticks = iter(range(1000))
+    quiet.configure(SWEEP_BUDGET_SECONDS="1")
+    # A clock that advances one second per reading: the budget is spent after the first page.
+    first = Sweeper(Handler(), client_for, monotonic=lambda: float(next(ticks)), page_size=10).run()
+    assert first.out_of_time and first.outcomes == Counter({"SUCCESS": 10})
+    states = Counter(quiet.doc(d).get().get("delivery.state") for d in ids)
+    assert states == Counter({"SUCCESS": 10, "RETRY": 20})
+    second = Sweeper(Handler(), client_for, page_size=10).run()
+    assert second.outcomes == Counter({"SUCCESS": 20}) and not second.out_of_time
+    assert len(server.messages) == 30
