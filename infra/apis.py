@@ -5,9 +5,9 @@ from __future__ import annotations
 import pulumi
 import pulumi_gcp as gcp
 
-# cloudfunctions/run/cloudbuild/artifactregistry build and run the function, eventarc and pubsub carry
-# Firestore events to it, secretmanager holds the SMTP password, firestore is the data, and iam lets
-# the program create the two service accounts.
+# cloudfunctions/run/cloudbuild/artifactregistry build and run the functions, eventarc and pubsub carry
+# Firestore events and the sweep's messages to them, cloudscheduler starts the sweep, secretmanager holds
+# the SMTP password, firestore is the data, and iam lets the program create the two service accounts.
 REQUIRED_APIS: tuple[str, ...] = (
     "cloudfunctions",
     "run",
@@ -17,6 +17,7 @@ REQUIRED_APIS: tuple[str, ...] = (
     "secretmanager",
     "firestore",
     "pubsub",
+    "cloudscheduler",
     "iam",
 )
 

@@ -2,7 +2,7 @@
 
 Project-wide grants are limited to the three roles that have no narrower scope: datastore.user
 (Firestore access is granted per project), eventarc.eventReceiver and the Eventarc service agent role.
-The secret and the Cloud Run service are granted on the resource itself.
+The secret, the Cloud Run services and the sweep's Pub/Sub topic are granted on the resource itself.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ ROLE_SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
 ROLE_EVENT_RECEIVER = "roles/eventarc.eventReceiver"
 ROLE_EVENTARC_AGENT = "roles/eventarc.serviceAgent"
 ROLE_RUN_INVOKER = "roles/run.invoker"
+ROLE_PUBSUB_PUBLISHER = "roles/pubsub.publisher"
 
 
 def service_account_member(email: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -43,12 +44,18 @@ def grant_secret_access(
     )
 
 
+def service_agent(name: str, project: str, service: str, opts: pulumi.ResourceOptions) -> gcp.projects.ServiceIdentity:
+    """A Google-managed service agent (service-<number>@gcp-sa-<service>...), created now instead of
+    lazily on first use, so its email can be granted a role in the same deployment."""
+    return gcp.projects.ServiceIdentity(name, project=project, service=f"{service}.googleapis.com", opts=opts)
+
+
 def grant_eventarc_agent(
     name: str, project: str, opts: pulumi.ResourceOptions
 ) -> tuple[gcp.projects.ServiceIdentity, gcp.projects.IAMMember]:
     """Create the Eventarc service agent now (it otherwise appears lazily) and give it its role, so the
     first Firestore trigger does not fail with "Permission denied while using the Eventarc Service Agent"."""
-    agent = gcp.projects.ServiceIdentity(name, project=project, service="eventarc.googleapis.com", opts=opts)
+    agent = service_agent(name, project, "eventarc", opts)
     binding = grant_project_role(f"{name}-role", project, ROLE_EVENTARC_AGENT, service_account_member(agent.email), opts)
     return agent, binding
 
@@ -70,4 +77,13 @@ def grant_invoker_on_service(
         role=ROLE_RUN_INVOKER,
         member=member,
         opts=opts,
+    )
+
+
+def grant_topic_publisher(
+    name: str, project: str, topic: gcp.pubsub.Topic, member: pulumi.Input[str], opts: pulumi.ResourceOptions
+) -> gcp.pubsub.TopicIAMMember:
+    """pubsub.publisher on one topic, not on the project."""
+    return gcp.pubsub.TopicIAMMember(
+        name, project=project, topic=topic.name, role=ROLE_PUBSUB_PUBLISHER, member=member, opts=opts
     )

@@ -2,7 +2,10 @@
 
 Children (all parented to the component): the APIs, the SMTP password secret, the runtime and trigger
 service accounts with their grants, the source bucket and archive, the 2nd-gen function with its
-Firestore trigger, and (when TTL is on) the Firestore TTL policy on ``delivery.expireAt``.
+Firestore trigger, the EmailSweep (infra/sweep.py: the scheduled function that sends retries, scheduled
+mail and lapsed attempts, with its topic, job and indexes), and (when TTL is on) the Firestore TTL policy
+on ``delivery.expireAt``. The sweep is part of the trigger, not an option: without it a RETRY is never
+acted on.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from infra import iam
 from infra.apis import enable_apis
 from infra.config import MailerSettings
 from infra.source import SourceBundle
+from infra.sweep import EmailSweep, EmailSweepArgs
 
 ENTRY_POINT = "process_mail"
 # `created`, not `written`/`updated`: the function writes `delivery` back into the same document, and
@@ -59,6 +63,14 @@ def function_environment(settings: MailerSettings, smtp_uri: pulumi.Input[str]) 
         "GOOGLE_CLOUD_PROJECT": settings.project,
         "MAX_MESSAGE_BYTES": str(settings.max_message_bytes),
         "LEASE_SECONDS": str(settings.timeout_seconds + LEASE_MARGIN_SECONDS),
+        # Retries and the sweep. Both functions get all of these: each runs the same attempt path, and
+        # one environment for both keeps the local run (infra's own function_environment) identical.
+        "MAX_ATTEMPTS": str(settings.max_attempts),
+        "RETRY_BACKOFF_SECONDS": str(settings.retry_backoff_seconds),
+        "RETRY_BACKOFF_MAX_SECONDS": str(settings.retry_backoff_max_seconds),
+        "DELIVERY_GUARANTEE": settings.delivery_guarantee,
+        "SWEEP_WORKERS": str(settings.sweep_workers),
+        "SWEEP_BUDGET_SECONDS": str(settings.sweep_budget_seconds),
     }
     optional = {
         "DEFAULT_REPLY_TO": settings.default_reply_to,
@@ -80,6 +92,7 @@ class EmailTrigger(pulumi.ComponentResource):
     trigger_account: gcp.serviceaccount.Account
     source_object: gcp.storage.BucketObject
     ttl_policy: Optional[gcp.firestore.Field]
+    sweep: EmailSweep
 
     def __init__(self, name: str, args: EmailTriggerArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("mailer:index:EmailTrigger", name, None, opts)
@@ -148,6 +161,16 @@ class EmailTrigger(pulumi.ComponentResource):
         smtp_uri: pulumi.Input[str] = (
             pulumi.Output.secret(settings.smtp_connection_uri) if args.smtp_uri_is_secret else settings.smtp_connection_uri
         )
+        environment = function_environment(settings, smtp_uri)
+        secret_environment = [
+            {
+                "key": "SMTP_PASSWORD",
+                "project_id": project,
+                "secret": self.secret.secret_id,
+                # The numeric version, not "latest": a new password rolls a new revision.
+                "version": self.secret_version.version,
+            }
+        ]
         self.function = gcp.cloudfunctionsv2.Function(
             f"{name}-function",
             project=project,
@@ -170,16 +193,8 @@ class EmailTrigger(pulumi.ComponentResource):
                 "available_memory": settings.memory,
                 "available_cpu": settings.cpu,
                 "timeout_seconds": settings.timeout_seconds,
-                "environment_variables": function_environment(settings, smtp_uri),
-                "secret_environment_variables": [
-                    {
-                        "key": "SMTP_PASSWORD",
-                        "project_id": project,
-                        "secret": self.secret.secret_id,
-                        # The numeric version, not "latest": a new password rolls a new revision.
-                        "version": self.secret_version.version,
-                    }
-                ],
+                "environment_variables": environment,
+                "secret_environment_variables": secret_environment,
             },
             event_trigger={
                 "event_type": EVENT_TYPE,
@@ -210,6 +225,23 @@ class EmailTrigger(pulumi.ComponentResource):
             child,
         )
 
+        self.sweep = EmailSweep(
+            f"{name}-sweep",
+            EmailSweepArgs(
+                settings=settings,
+                environment=environment,
+                secret_environment_variables=secret_environment,
+                source_bucket=bucket.name,
+                source_object=self.source_object.name,
+                runtime_account_email=self.runtime_account.email,
+                trigger_account_email=self.trigger_account.email,
+                apis=apis,
+                grants=bindings,
+                labels=LABELS,
+            ),
+            opts=child,
+        )
+
         self.ttl_policy = None
         if settings.ttl_enabled:
             # TTL works per collection group; index_config={} keeps Firestore from indexing the
@@ -231,6 +263,9 @@ class EmailTrigger(pulumi.ComponentResource):
         self.secret_id = self.secret.secret_id
         self.runtime_service_account = self.runtime_account.email
         self.trigger_service_account = self.trigger_account.email
+        self.sweep_function_name = self.sweep.function_name
+        self.sweep_topic = self.sweep.topic_id
+        self.sweep_schedule = self.sweep.schedule
         self.register_outputs(
             {
                 "function_name": self.function_name,
@@ -240,5 +275,8 @@ class EmailTrigger(pulumi.ComponentResource):
                 "runtime_service_account": self.runtime_service_account,
                 "trigger_service_account": self.trigger_service_account,
                 "source_object": self.source_object.name,
+                "sweep_function_name": self.sweep_function_name,
+                "sweep_topic": self.sweep_topic,
+                "sweep_schedule": self.sweep_schedule,
             }
         )

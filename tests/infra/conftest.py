@@ -30,6 +30,7 @@ TEST_PASSWORD = "pw-Zq8!not-in-any-file"
 SECRET_SIG = rpc._special_sig_key  # "4dabf18193072939515e22adb298388d"
 SECRET_MARK = rpc._special_secret_sig
 PROJECT_NUMBER = "123456789012"
+FUNCTION = "gcp:cloudfunctionsv2/function:Function"
 
 
 @dataclass
@@ -69,6 +70,12 @@ class RecordingMonitor(pulumi_mocks_module.MockMonitor):
         return response
 
 
+def service_agent_email(service: str) -> str:
+    """The Google-managed service agent of an API, e.g. eventarc.googleapis.com ->
+    service-<number>@gcp-sa-eventarc.iam.gserviceaccount.com."""
+    return f"service-{PROJECT_NUMBER}@gcp-sa-{service.removesuffix('.googleapis.com')}.iam.gserviceaccount.com"
+
+
 class GcpMocks(pulumi.runtime.Mocks):
     """Fills in the outputs GCP computes; everything else echoes the inputs (camelCase, as on the wire)."""
 
@@ -82,8 +89,11 @@ class GcpMocks(pulumi.runtime.Mocks):
             state["email"] = f"{state['accountId']}@{project}.iam.gserviceaccount.com"
             state["member"] = f"serviceAccount:{state['email']}"
         elif args.typ == "gcp:projects/serviceIdentity:ServiceIdentity":
-            state["email"] = f"service-{PROJECT_NUMBER}@gcp-sa-eventarc.iam.gserviceaccount.com"
+            state["email"] = service_agent_email(state["service"])
             state["member"] = f"serviceAccount:{state['email']}"
+        elif args.typ == "gcp:pubsub/topic:Topic":
+            # The provider's id is the topic's full resource name, what Eventarc and Cloud Scheduler take.
+            return f"projects/{project}/topics/{state['name']}", state
         elif args.typ == "gcp:secretmanager/secret:Secret":
             state["name"] = f"projects/{PROJECT_NUMBER}/secrets/{state['secretId']}"
             return state["name"], state
@@ -146,6 +156,12 @@ class StackRun:
     def one(self, type_: str) -> Registration:
         found = self.of_type(type_)
         assert len(found) == 1, f"expected one {type_}, found {[r.name for r in found]}"
+        return found[0]
+
+    def function(self, entry_point: str) -> Registration:
+        """The Cloud Function whose entry point is entry_point (process_mail or sweep_mail)."""
+        found = [r for r in self.of_type(FUNCTION) if r.inputs["buildConfig"]["entryPoint"] == entry_point]
+        assert len(found) == 1, f"expected one function with entry point {entry_point}, found {[r.name for r in found]}"
         return found[0]
 
     def by_urn(self, urn: str) -> Registration:

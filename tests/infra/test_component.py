@@ -39,7 +39,7 @@ def build(harness: PulumiHarness, exports: dict[str, Any] | None = None, uri_is_
 
 
 def environment(run: StackRun) -> dict[str, Any]:
-    return run.one(FUNCTION).inputs["serviceConfig"]["environmentVariables"]
+    return run.function("process_mail").inputs["serviceConfig"]["environmentVariables"]
 
 
 def test_unset_optional_settings_are_left_out_of_the_environment(pulumi_mocks: PulumiHarness) -> None:
@@ -47,6 +47,8 @@ def test_unset_optional_settings_are_left_out_of_the_environment(pulumi_mocks: P
     assert set(env) == {
         "SMTP_CONNECTION_URI", "DEFAULT_FROM", "MAIL_COLLECTION", "TTL_EXPIRE_TYPE", "TTL_EXPIRE_VALUE",
         "DATABASE", "GOOGLE_CLOUD_PROJECT", "MAX_MESSAGE_BYTES", "LEASE_SECONDS",
+        "MAX_ATTEMPTS", "RETRY_BACKOFF_SECONDS", "RETRY_BACKOFF_MAX_SECONDS", "DELIVERY_GUARANTEE",
+        "SWEEP_WORKERS", "SWEEP_BUDGET_SECONDS",
     }
     assert "" not in env.values()
 
@@ -64,7 +66,7 @@ def test_no_ttl_policy_when_ttl_is_never(pulumi_mocks: PulumiHarness) -> None:
 
 def test_a_subcollection_in_a_named_database(pulumi_mocks: PulumiHarness) -> None:
     run = build(pulumi_mocks, **{"mailer:mailCollection": "tenants/acme/mail", "mailer:database": "mail-db", "mailer:ttlExpireType": "day", "mailer:ttlExpireValue": "2"})
-    trigger = run.one(FUNCTION).inputs["eventTrigger"]
+    trigger = run.function("process_mail").inputs["eventTrigger"]
     assert trigger["eventFilters"] == [
         {"attribute": "database", "value": "mail-db"},
         {"attribute": "document", "value": "tenants/acme/mail/{docId}", "operator": "match-path-pattern"},
@@ -80,13 +82,13 @@ def test_a_subcollection_in_a_named_database(pulumi_mocks: PulumiHarness) -> Non
 def test_a_uri_carrying_a_password_is_kept_secret(pulumi_mocks: PulumiHarness) -> None:
     uri = "smtp://mailer:Uri-Pa55-zz9@relay.acme.test:587"
     run = build(pulumi_mocks, uri_is_secret=True, **{"mailer:smtpConnectionUri": uri, "mailer:allowPasswordInUri": "true"})
-    function = run.one(FUNCTION)
+    function = run.function("process_mail")
     assert is_secret(function.raw["serviceConfig"]["environmentVariables"]["SMTP_CONNECTION_URI"])
     assert {r.name: plain_occurrences(r.raw, "Uri-Pa55-zz9") for r in run.registrations if plain_occurrences(r.raw, "Uri-Pa55-zz9")} == {}
 
 
 def test_a_plain_uri_stays_readable(pulumi_mocks: PulumiHarness) -> None:
-    function = build(pulumi_mocks).one(FUNCTION)
+    function = build(pulumi_mocks).function("process_mail")
     assert function.raw["serviceConfig"]["environmentVariables"]["SMTP_CONNECTION_URI"] == BASE["mailer:smtpConnectionUri"]
 
 
@@ -115,7 +117,7 @@ def test_scaling_settings_reach_the_function(pulumi_mocks: PulumiHarness, field_
     overrides = {"mailer:minInstances": "2", "mailer:maxInstances": "7", "mailer:concurrency": "12", "mailer:memory": "2Gi",
                  "mailer:cpu": "2", "mailer:timeoutSeconds": "300", "mailer:runtime": "python313"}
     settings = MailerSettings.model_validate({**BASE, **overrides})
-    function = build(pulumi_mocks, **overrides).one(FUNCTION).inputs
+    function = build(pulumi_mocks, **overrides).function("process_mail").inputs
     wire = {
         "min_instances": function["serviceConfig"]["minInstanceCount"],
         "max_instances": function["serviceConfig"]["maxInstanceCount"],
@@ -140,7 +142,7 @@ def test_source_object_name_follows_the_tree(pulumi_mocks: PulumiHarness, tmp_pa
         args = EmailTriggerArgs(settings=settings, smtp_password=TEST_PASSWORD, source=collect_source(tree))
         run = pulumi_mocks.run(lambda: EmailTrigger("unit", args))
         name = run.one("gcp:storage/bucketObject:BucketObject").inputs["name"]
-        assert run.one(FUNCTION).inputs["buildConfig"]["source"]["storageSource"]["object"] == name
+        assert run.function("process_mail").inputs["buildConfig"]["source"]["storageSource"]["object"] == name
         pulumi_mocks.install("test", {}, [])
         return name
 

@@ -29,7 +29,9 @@ FUNCTION = "gcp:cloudfunctionsv2/function:Function"
 PROJECT_MEMBER = "gcp:projects/iAMMember:IAMMember"
 SECRET_MEMBER = "gcp:secretmanager/secretIamMember:SecretIamMember"
 SERVICE_MEMBER = "gcp:cloudrunv2/serviceIamMember:ServiceIamMember"
+TOPIC_MEMBER = "gcp:pubsub/topicIAMMember:TopicIAMMember"
 EVENTARC_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-eventarc.iam.gserviceaccount.com"
+SCHEDULER_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-cloudscheduler.iam.gserviceaccount.com"
 
 
 def settings_for(stack_file: Path) -> MailerSettings:
@@ -89,6 +91,9 @@ def test_program_exports_the_outputs(stack_run: StackRun, stack_file: Path) -> N
         "secret_id": f"{prefix}-smtp-password",
         "runtime_service_account": f"{prefix}-runtime@{project}.iam.gserviceaccount.com",
         "trigger_service_account": f"{prefix}-trigger@{project}.iam.gserviceaccount.com",
+        "sweep_function_name": f"{prefix}-sweep-mail",
+        "sweep_topic": f"projects/{project}/topics/{prefix}-sweep",
+        "sweep_schedule": settings.sweep_schedule,
         "mail_collection": settings.mail_collection,
         "database": settings.database,
     }
@@ -98,7 +103,8 @@ def test_required_apis_are_enabled_and_left_on_at_destroy(stack_run: StackRun, s
     services = stack_run.of_type("gcp:projects/service:Service")
     assert {s.inputs["service"] for s in services} >= {
         f"{api}.googleapis.com"
-        for api in ("cloudfunctions", "run", "eventarc", "cloudbuild", "artifactregistry", "secretmanager", "firestore", "pubsub")
+        for api in ("cloudfunctions", "run", "eventarc", "cloudbuild", "artifactregistry", "secretmanager", "firestore", "pubsub",
+                    "cloudscheduler")
     }
     assert len(services) == len(REQUIRED_APIS)
     for service in services:
@@ -122,19 +128,29 @@ def test_iam_grants_are_exactly_the_least_privilege_set(stack_run: StackRun, sta
     assert (secret_grant.inputs["role"], secret_grant.inputs["member"]) == ("roles/secretmanager.secretAccessor", runtime)
     assert secret_grant.inputs["secretId"] == secret.inputs["secretId"]
 
-    invoker = stack_run.one(SERVICE_MEMBER)
-    function = stack_run.one(FUNCTION).inputs
-    assert (invoker.inputs["role"], invoker.inputs["member"]) == ("roles/run.invoker", trigger)
-    assert invoker.inputs["name"] == f"projects/{settings.project}/locations/{settings.region}/services/{function['name']}"
-    assert invoker.inputs["location"] == settings.region
+    # run.invoker for the trigger account on each function's own Cloud Run service, nothing wider.
+    services = f"projects/{settings.project}/locations/{settings.region}/services"
+    invokers = {(r.inputs["role"], r.inputs["member"], r.inputs["location"], r.inputs["name"]) for r in stack_run.of_type(SERVICE_MEMBER)}
+    assert invokers == {
+        ("roles/run.invoker", trigger, settings.region, f"{services}/{stack_run.function(entry_point).inputs['name']}")
+        for entry_point in ("process_mail", "sweep_mail")
+    }
+
+    # Cloud Scheduler's service agent may publish to the sweep topic and nowhere else.
+    topic = stack_run.one("gcp:pubsub/topic:Topic")
+    publisher = stack_run.one(TOPIC_MEMBER).inputs
+    assert (publisher["role"], publisher["member"], publisher["topic"], publisher["project"]) == (
+        "roles/pubsub.publisher", SCHEDULER_AGENT, topic.inputs["name"], settings.project
+    )
 
 
 def test_no_authoritative_or_broad_iam_anywhere(stack_run: StackRun) -> None:
     iam_types = {r.type for r in stack_run.registrations if "iam" in r.type.lower() and r.type != "gcp:serviceaccount/account:Account"}
-    assert iam_types == {PROJECT_MEMBER, SECRET_MEMBER, SERVICE_MEMBER}
+    assert iam_types == {PROJECT_MEMBER, SECRET_MEMBER, SERVICE_MEMBER, TOPIC_MEMBER}
     roles = [r.inputs.get("role") for r in stack_run.registrations if "role" in r.inputs]
     assert not {"roles/owner", "roles/editor", "roles/viewer"} & set(roles)
-    assert len(roles) == 5
+    # 3 project-wide (none new for the sweep), 1 on the secret, 1 invoker per function, 1 on the sweep topic.
+    assert len(roles) == 7
 
 
 def test_password_is_secret_in_state_and_plain_nowhere(stack_run: StackRun) -> None:
@@ -149,7 +165,7 @@ def test_password_is_secret_in_state_and_plain_nowhere(stack_run: StackRun) -> N
 def test_trigger_fires_once_per_created_document_in_the_database_location(stack_run: StackRun, stack_file: Path) -> None:
     settings = settings_for(stack_file)
     _, trigger = accounts(stack_run, settings)
-    function = stack_run.one(FUNCTION).inputs
+    function = stack_run.function("process_mail").inputs
     assert function["location"] == settings.region
     assert function["eventTrigger"] == {
         "eventType": "google.cloud.firestore.document.v1.created",
@@ -166,7 +182,7 @@ def test_trigger_fires_once_per_created_document_in_the_database_location(stack_
 def test_function_settings_follow_the_stack_config(pulumi_mocks: PulumiHarness, stack_run: StackRun, stack_file: Path) -> None:
     settings = settings_for(stack_file)
     runtime, _ = accounts(stack_run, settings)
-    function = stack_run.one(FUNCTION).inputs
+    function = stack_run.function("process_mail").inputs
     assert function["buildConfig"]["runtime"] == settings.runtime
     assert function["buildConfig"]["entryPoint"] == "process_mail"
     service = function["serviceConfig"]
@@ -190,6 +206,13 @@ def test_function_settings_follow_the_stack_config(pulumi_mocks: PulumiHarness, 
         "MAX_MESSAGE_BYTES": str(settings.max_message_bytes),
         # The claim's lease outlasts the function's timeout.
         "LEASE_SECONDS": str(settings.timeout_seconds + 60),
+        "MAX_ATTEMPTS": str(settings.max_attempts),
+        "RETRY_BACKOFF_SECONDS": str(settings.retry_backoff_seconds),
+        "RETRY_BACKOFF_MAX_SECONDS": str(settings.retry_backoff_max_seconds),
+        "DELIVERY_GUARANTEE": settings.delivery_guarantee,
+        "SWEEP_WORKERS": str(settings.sweep_workers),
+        # The sweep stops taking documents 30 s before its function's timeout.
+        "SWEEP_BUDGET_SECONDS": str(settings.sweep_timeout_seconds - 30),
     }
     for name, value in (
         ("DEFAULT_REPLY_TO", settings.default_reply_to),
@@ -212,19 +235,28 @@ def test_function_settings_follow_the_stack_config(pulumi_mocks: PulumiHarness, 
 
 
 def test_function_waits_for_its_grants_and_apis(stack_run: StackRun) -> None:
-    function = stack_run.one(FUNCTION)
+    function = stack_run.function("process_mail")
     grants_before = [r for r in stack_run.of_type(PROJECT_MEMBER)] + stack_run.of_type(SECRET_MEMBER)
     assert len(grants_before) == 4
     assert {r.urn for r in grants_before} <= set(function.dependencies)
     assert {r.urn for r in stack_run.of_type("gcp:projects/service:Service")} <= set(function.dependencies)
     # The invoker grant needs the function's service, so it comes after the function.
-    assert function.urn in stack_run.one(SERVICE_MEMBER).dependencies
+    invoker = next(r for r in stack_run.of_type(SERVICE_MEMBER) if r.inputs["name"].endswith(f"/services/{function.inputs['name']}"))
+    assert function.urn in invoker.dependencies
 
 
 def test_every_resource_is_a_child_of_the_component(stack_run: StackRun) -> None:
     component = stack_run.one("mailer:index:EmailTrigger")
-    children = [r for r in stack_run.registrations if r is not component]
-    assert children and all(r.parent == component.urn for r in children)
+    sweep = stack_run.one("mailer:index:EmailSweep")
+    assert sweep.parent == component.urn
+    # The sweep's own resources hang under the sweep component, everything else under EmailTrigger.
+    sweep_types = {"gcp:pubsub/topic:Topic", "gcp:cloudscheduler/job:Job", TOPIC_MEMBER, "gcp:firestore/index:Index"}
+    for registration in stack_run.registrations:
+        if registration in (component, sweep):
+            continue
+        in_sweep = registration.type in sweep_types or registration.name.startswith(f"{sweep.name}-")
+        assert registration.parent == (sweep.urn if in_sweep else component.urn), registration.name
+    assert [r.name for r in stack_run.registrations if r.parent == sweep.urn]
 
 
 def test_source_is_private_and_named_by_content(stack_run: StackRun) -> None:
@@ -236,7 +268,7 @@ def test_source_is_private_and_named_by_content(stack_run: StackRun) -> None:
     assert archive["name"] == bundle.object_name
     assert isinstance(archive["source"], pulumi.AssetArchive)
     assert sorted(archive["source"].assets) == list(bundle.files)
-    storage = stack_run.one(FUNCTION).inputs["buildConfig"]["source"]["storageSource"]
+    storage = stack_run.function("process_mail").inputs["buildConfig"]["source"]["storageSource"]
     assert storage == {"bucket": "mailer-source-8f3a2c1", "object": bundle.object_name}
 
 

@@ -52,7 +52,7 @@ def test_each_template_file_becomes_a_document_of_the_stacks_templates_collectio
 def test_no_template_documents_without_a_templates_collection(pulumi_mocks: PulumiHarness, stack_file: Path) -> None:
     run = run_stack(pulumi_mocks, stack_file, **{"mailer:templatesCollection": ""})
     assert run.of_type(DOCUMENT) == []
-    environment = run.one("gcp:cloudfunctionsv2/function:Function").inputs["serviceConfig"]["environmentVariables"]
+    environment = run.function("process_mail").inputs["serviceConfig"]["environmentVariables"]
     assert "TEMPLATES_COLLECTION" not in environment and "TEMPLATE_CACHE_SECONDS" not in environment
 
 
@@ -71,7 +71,7 @@ def test_reordering_the_keys_of_a_file_changes_no_document(tmp_path: Path) -> No
 
 def test_the_cache_setting_reaches_the_function(pulumi_mocks: PulumiHarness, stack_file: Path) -> None:
     run = run_stack(pulumi_mocks, stack_file, **{"mailer:templatesCollection": "tpl", "mailer:templateCacheSeconds": "300"})
-    environment = run.one("gcp:cloudfunctionsv2/function:Function").inputs["serviceConfig"]["environmentVariables"]
+    environment = run.function("process_mail").inputs["serviceConfig"]["environmentVariables"]
     assert (environment["TEMPLATES_COLLECTION"], environment["TEMPLATE_CACHE_SECONDS"]) == ("tpl", "300")
 
 
