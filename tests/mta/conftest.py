@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.function.conftest import Pipeline, function_app, pipeline  # noqa: F401  (fixtures reused as they are)
+from tests.function.conftest import Pipeline, function_app, pipeline, sweep_app  # noqa: F401  (fixtures reused as they are)
 from tests.support.postfix import POSTFIX_PASSWORD, POSTFIX_USER, PostfixServer
 
 

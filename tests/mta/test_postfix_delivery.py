@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import re
 
-from tests.support.postfix import POSTFIX_PASSWORD, UNKNOWN_RECIPIENT, PostfixServer
+from tests.support.postfix import POSTFIX_PASSWORD, RECIPIENT_LIMIT, UNKNOWN_RECIPIENT, PostfixServer
 
 from .conftest import use_postfix
 
@@ -93,3 +93,21 @@ def test_a_non_ascii_mailbox_is_reached_with_smtputf8(postfix_pipeline, postfix_
     # Postfix refuses a non-ASCII address unless MAIL FROM declared SMTPUTF8 ("553 5.6.7 Must declare
     # SMTPUTF8"), so getting here means the envelope used it; virtual(8) names the recipient as given.
     assert message["Delivered-To"] == "jörg@example.com"
+
+
+def test_more_recipients_than_postfix_takes_per_transaction_are_all_delivered(postfix_pipeline, postfix_server: PostfixServer):
+    # Postfix answers the RCPT beyond smtpd_recipient_limit with "452 4.5.3 Error: too many recipients";
+    # the rest go in a further transaction on the same connection, with the same message.
+    recipients = ["ada@example.com", "grace@example.com", "alan@example.com"]
+    assert len(recipients) > RECIPIENT_LIMIT
+    delivery = postfix_pipeline.send("many", {"to": recipients, "message": {"subject": "To all", "text": "t"}})
+    assert delivery["state"] == "SUCCESS", delivery
+    assert sorted(delivery["info"]["accepted"]) == sorted(recipients)
+    assert delivery["info"]["pending"] == [] and delivery["attempts"] == 1
+    # Two transactions: Postfix's cleanup logs each queued message's Message-ID once.
+    queued = [line for line in postfix_server.log_lines() if f"message-id={delivery['messageId']}" in line]
+    assert len(queued) == 2, queued
+    for mailbox in recipients:
+        message = postfix_server.wait_for_message(mailbox, delivery["messageId"])
+        assert message["Subject"] == "To all"
+        assert len([m for m in postfix_server.messages(mailbox) if m["Message-ID"] == delivery["messageId"]]) == 1

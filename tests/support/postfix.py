@@ -46,6 +46,7 @@ LISTEN_HOST = "127.0.0.1"
 DOMAIN = "example.com"
 POSTFIX_USER, POSTFIX_PASSWORD = "mailer", "pf-Secret-9-never-logged"
 MAILBOXES = ("ada@example.com", "grace@example.com", "alan@example.com", "jörg@example.com")
+RECIPIENT_LIMIT = 2  # smtpd_recipient_limit: recipients Postfix takes per transaction
 UNKNOWN_RECIPIENT = "nobody@example.com"  # not a mailbox: refused at RCPT
 POSTFIX = "/usr/sbin/postfix"
 SASLPASSWD2 = "/usr/sbin/saslpasswd2"
@@ -156,6 +157,9 @@ cyrus_sasl_config_path = {conf / "sasl"}
 smtpd_sasl_local_domain = {DOMAIN}
 smtpd_relay_restrictions = reject_unauth_destination
 smtpd_recipient_restrictions = reject_unlisted_recipient, permit_sasl_authenticated, reject
+# Postfix's default is 1000; with a handful of mailboxes a limit of 2 lets a three-recipient email
+# meet Postfix's own "452 4.5.3 Error: too many recipients" and the client's further transaction.
+smtpd_recipient_limit = {RECIPIENT_LIMIT}
 """
 
 
