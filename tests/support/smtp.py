@@ -6,6 +6,7 @@ Fixtures (registered as a plugin by tests/conftest.py):
     smtp_ca_file   session  path of that CA's PEM file (what tlsCaFile= points at)
     smtp_server    factory  smtp_server(tls=..., auth=..., ...) -> SmtpTestServer; every server it
                             started is stopped at the end of the test, also when the test fails
+    fault_proxy    factory  fault_proxy(server) -> FaultProxy in front of it (tests/support/faultproxy.py)
 
     server = smtp_server(tls="starttls", auth=True, users={"user": "pass"},
                          behaviour=Behaviour(rcpt_replies={"gone@example.com": "550 5.1.1 No such user"}))
@@ -16,6 +17,13 @@ Fixtures (registered as a plugin by tests/conftest.py):
 The certificate names "localhost" and 127.0.0.1; servers listen on 127.0.0.1 only. aiosmtpd traps
 handled here: a failed AuthResult sets handled=False (else the client hangs), AUTH over implicit TLS
 needs auth_require_tls=False, and the 5-argument handle_EHLO sets session.host_name itself.
+
+Scripted faults for a fault suite (see Behaviour): a 421 greeting, "too many recipients" after N
+RCPTs, AUTH 454, a sequence of final replies to DATA counted across sessions (451 once, then normal),
+hanging up after the whole message arrived without replying (the message is recorded: the server
+has it, the client cannot know), a stall at any step, and a failed STARTTLS handshake. Faults a
+server cannot play (a reset connection, a cut between the client's final "." and the reply, latency)
+are in tests/support/faultproxy.py.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import secrets
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,10 +47,23 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+# The fault proxy's fixture (fault_proxy) comes wherever these servers do.
+pytest_plugins = ["tests.support.faultproxy"]
+
 LISTEN_HOST = "127.0.0.1"
 CERT_NAMES = ("localhost", "127.0.0.1")
 TLS_MODES = ("starttls", "implicit", "none")
 SCRIPTABLE_COMMANDS = ("greeting", "EHLO", "MAIL", "RCPT", "DATA")
+# Where Behaviour.stall_at can stop answering: before the reply to that command ("DATA" is the 354
+# go-ahead) or, for "end of DATA", after the whole message arrived and was recorded.
+STALL_POINTS = ("greeting", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "end of DATA")
+STARTTLS_FAULTS = ("hang up", "alert")
+# In Behaviour.data_reply_sequence: receive the message, record it, then close without replying.
+HANG_UP = "hang up"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+# A TLS record carrying a fatal handshake_failure alert (RFC 8446 6): what a server that cannot
+# agree on TLS parameters sends instead of its ServerHello.
+_TLS_HANDSHAKE_FAILURE_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,34 @@ class Behaviour:
     # server does that drops an idle client just as the client reuses it.
     close_reused_session_at_mail: bool = False
 
+    # -- faults for the fault suite --------------------------------------------------------------
+    # Sent instead of the 220 greeting (e.g. "421 4.3.2 Try later"); unless it is 2xx the server
+    # hangs up right after it.
+    greeting_reply: str | None = None
+    # Accept at most this many recipients per transaction; answer further RCPTs with
+    # too_many_recipients_reply (Postfix: smtpd_recipient_limit = 1000, "452 4.5.3 ...").
+    max_recipients: int | None = None
+    too_many_recipients_reply: str = TOO_MANY_RECIPIENTS
+    # Reply to every AUTH with this once the credentials are in (e.g. "454 4.7.0 Temporary
+    # authentication failure"); the attempt is recorded as failed.
+    auth_reply: str | None = None
+    # Replies to MAIL and final replies to DATA, by order of arrival at this server across all
+    # sessions (server.mail_commands / server.data_received count them from 1): entry n-1 answers
+    # the n-th; None or running past the end means the normal reply (or data_reply). A DATA entry
+    # may be HANG_UP: record the message as received, then close without replying.
+    mail_reply_sequence: Sequence[str | None] = ()
+    data_reply_sequence: Sequence[str | None] = ()
+    # The first N messages get HANG_UP (as if data_reply_sequence began with N of them).
+    drop_after_data_received_times: int = 0
+    # Stop answering at this point (one of STALL_POINTS) for stall_seconds, then carry on if the
+    # client is still there. Unlike slow_reply_at, "end of DATA" records the message first: a
+    # real server has it queued while the client waits for the reply.
+    stall_at: str | None = None
+    stall_seconds: float = 5.0
+    # STARTTLS is offered and answered "220 Ready", then the handshake fails: "hang up" closes the
+    # connection after the ClientHello, "alert" answers it with a fatal handshake_failure alert.
+    starttls_fault: str | None = None
+
     def __post_init__(self) -> None:
         for name in ("close_with_421_at", "slow_reply_at"):
             value = getattr(self, name)
@@ -75,6 +124,29 @@ class Behaviour:
                 raise ValueError(f"Behaviour.{name} must be one of {SCRIPTABLE_COMMANDS}, got {value!r}")
         if self.close_with_421_at == "greeting":
             raise ValueError("Behaviour.close_with_421_at does not support 'greeting'")
+        if self.stall_at is not None and self.stall_at not in STALL_POINTS:
+            raise ValueError(f"Behaviour.stall_at must be one of {STALL_POINTS}, got {self.stall_at!r}")
+        if self.starttls_fault is not None and self.starttls_fault not in STARTTLS_FAULTS:
+            raise ValueError(f"Behaviour.starttls_fault must be one of {STARTTLS_FAULTS}, got {self.starttls_fault!r}")
+        if self.max_recipients is not None and self.max_recipients < 1:
+            raise ValueError("Behaviour.max_recipients must be at least 1")
+        for name in ("greeting_reply", "auth_reply", "too_many_recipients_reply"):
+            value = getattr(self, name)
+            if value is not None and not (value[:3].isdigit() and value[3:4] in ("", " ")):
+                raise ValueError(f"Behaviour.{name} must be an SMTP reply like '421 4.3.2 Try later', got {value!r}")
+
+    def data_reply_for(self, number: int) -> str | None:
+        """The scripted final reply for the number-th message (1-based); None = the normal one."""
+        if number <= self.drop_after_data_received_times:
+            return HANG_UP
+        if number <= len(self.data_reply_sequence) and self.data_reply_sequence[number - 1] is not None:
+            return self.data_reply_sequence[number - 1]
+        return self.data_reply
+
+    def mail_reply_for(self, number: int) -> str | None:
+        if number <= len(self.mail_reply_sequence):
+            return self.mail_reply_sequence[number - 1]
+        return None
 
 
 @dataclass
@@ -85,10 +157,16 @@ class ReceivedMessage:
     message: email.message.EmailMessage  # content parsed with email.policy.default
     smtputf8: bool  # MAIL FROM carried SMTPUTF8
     mail_options: list[str]  # MAIL FROM parameters, upper-cased (e.g. "BODY=8BITMIME")
-    response: str  # the final reply this server sent for it
+    response: str | None  # the final reply this server sent for it; None: it never replied
     session: int  # which TCP session (1-based, in order of connection) carried it
     authenticated_as: str | None
     tls: bool  # the session was encrypted when the message arrived
+
+    @property
+    def message_id(self) -> str | None:
+        """The Message-ID header as received (None when the message has none)."""
+        value = self.message["Message-ID"]
+        return None if value is None else str(value).strip()
 
 
 @dataclass
@@ -146,7 +224,11 @@ class SmtpTestServer:
         self.connections = 0  # TCP sessions opened by clients
         self.active_connections = 0
         self.max_active_connections = 0
-        self.dropped_during_data = 0
+        self.dropped_during_data = 0  # sessions hung up after the message arrived, without a reply
+        self.mail_commands = 0  # MAIL FROM commands from clients, all sessions
+        self.rcpt_commands = 0  # RCPT TO commands, all sessions
+        self.data_received = 0  # messages whose data arrived completely, all sessions
+        self.starttls_faults = 0  # STARTTLS handshakes failed on purpose
         self._sessions: list[_ScriptedSMTP] = []
         self._lost = threading.Condition()
         self._recording = False
@@ -242,6 +324,9 @@ class SmtpTestServer:
         assert isinstance(auth_data, LoginPassword)
         login = auth_data.login.decode("utf-8", "replace")
         password = auth_data.password.decode("utf-8", "replace")
+        if self.behaviour.auth_reply is not None:
+            self.auth_attempts.append(AuthAttempt(mechanism, login, False))
+            return AuthResult(success=False, handled=False, message=self.behaviour.auth_reply)
         success = login in self.users and self.users[login] == password
         self.auth_attempts.append(AuthAttempt(mechanism, login, success))
         if success:
@@ -304,7 +389,50 @@ class _ScriptedSMTP(SMTP):
             behaviour = self.owner.behaviour
             if self._counted and behaviour.slow_reply_at == "greeting":
                 await asyncio.sleep(behaviour.slow_reply_seconds)
+            if self._counted:
+                await self.stall("greeting")
+            if self._counted and behaviour.greeting_reply is not None:
+                if behaviour.greeting_reply.startswith("2"):
+                    status = behaviour.greeting_reply
+                else:
+                    await self.hang_up(behaviour.greeting_reply)
+                    await asyncio.Event().wait()  # cancelled by connection_lost
         await super().push(status)
+
+    async def stall(self, point: str) -> None:
+        """Stop answering for Behaviour.stall_seconds when the script says so at this point."""
+        behaviour = self.owner.behaviour
+        if behaviour.stall_at == point:
+            await asyncio.sleep(behaviour.stall_seconds)
+
+    async def smtp_EHLO(self, arg: str) -> None:
+        await self.stall("EHLO")
+        await super().smtp_EHLO(arg)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        await self.stall("AUTH")
+        await super().smtp_AUTH(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        await self.stall("DATA")
+        await super().smtp_DATA(arg)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        await self.stall("STARTTLS")
+        fault = self.owner.behaviour.starttls_fault
+        if fault is None or arg or not self.tls_context:
+            await super().smtp_STARTTLS(arg)
+            return
+        await super().push("220 Ready to start TLS")
+        try:  # wait for the ClientHello, so the client is inside its handshake when it fails
+            await asyncio.wait_for(self._reader.read(4096), timeout=5)
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+        self.owner.starttls_faults += 1
+        if fault == "alert" and self.transport is not None:
+            self.transport.write(_TLS_HANDSHAKE_FAILURE_ALERT)
+        await self.hang_up(None)
+        await asyncio.Event().wait()  # cancelled by connection_lost
 
     async def hang_up(self, reply: str | None) -> None:
         """Optionally reply, then drop the TCP connection at once, as a server process does when it
@@ -356,11 +484,16 @@ class _Handler:
         if self.owner.auth_required and not session.authenticated:
             return "530 5.7.0 Authentication required"
         server.transactions += 1
+        self.owner.mail_commands += 1
         if behaviour.close_with_421_at == "MAIL" or (
             behaviour.close_reused_session_at_mail and server.transactions > 1
         ):
             await self._hang_up_with_421(server)
         await self._maybe_slow(server, "MAIL")
+        await server.stall("MAIL")
+        scripted = behaviour.mail_reply_for(self.owner.mail_commands)
+        if scripted is not None and not scripted.startswith("2"):
+            return scripted
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"
@@ -369,9 +502,13 @@ class _Handler:
         self, server: _ScriptedSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         behaviour = self.owner.behaviour
+        self.owner.rcpt_commands += 1
         if behaviour.close_with_421_at == "RCPT":
             await self._hang_up_with_421(server)
         await self._maybe_slow(server, "RCPT")
+        await server.stall("RCPT")
+        if behaviour.max_recipients is not None and len(envelope.rcpt_tos) >= behaviour.max_recipients:
+            return behaviour.too_many_recipients_reply
         reply = behaviour.rcpt_replies.get(address, behaviour.rcpt_reply_default)
         if reply is not None and not reply.startswith("2"):
             return reply
@@ -387,29 +524,51 @@ class _Handler:
             await asyncio.Event().wait()  # cancelled by connection_lost
         if behaviour.close_with_421_at == "DATA":
             await self._hang_up_with_421(server)
-        await self._maybe_slow(server, "DATA")
-        if behaviour.data_reply is not None:
-            return behaviour.data_reply
-        content = envelope.content if isinstance(envelope.content, bytes) else b""
-        response = f"250 2.0.0 Ok: queued as {owner._next_queue_id()}"
-        auth_data = session.auth_data
-        owner.messages.append(
-            ReceivedMessage(
-                mail_from=envelope.mail_from or "",
-                rcpt_tos=list(envelope.rcpt_tos),
-                content=content,
-                message=email.message_from_bytes(  # type: ignore[arg-type]
-                    content, policy=email.policy.default
-                ),
-                smtputf8=envelope.smtp_utf8,
-                mail_options=list(envelope.mail_options),
-                response=response,
-                session=server.number,
-                authenticated_as=auth_data if isinstance(auth_data, str) else None,
-                tls=server.encrypted,
-            )
-        )
+        owner.data_received += 1
+        scripted = behaviour.data_reply_for(owner.data_received)
+        if scripted == HANG_UP:  # the server has the message; the reply never leaves
+            self._record(server, session, envelope, response=None)
+            owner.dropped_during_data += 1
+            await server.hang_up(None)
+            await asyncio.Event().wait()  # cancelled by connection_lost
+        if behaviour.stall_at == "end of DATA":
+            held = None
+            if scripted is None or scripted.startswith("2"):  # queued before the reply is held back
+                response = scripted or f"250 2.0.0 Ok: queued as {owner._next_queue_id()}"
+                held = self._record(server, session, envelope, response=None)
+            await server.stall("end of DATA")
+            if held is None:
+                return scripted
+            held.response = response  # the client waited long enough to hear it
+            return response
+        await self._maybe_slow(server, "DATA")  # (recorded after the delay, as it always was)
+        if scripted is not None and not scripted.startswith("2"):
+            return scripted  # refused: the server does not keep it
+        response = scripted or f"250 2.0.0 Ok: queued as {owner._next_queue_id()}"
+        self._record(server, session, envelope, response=response)
         return response
+
+    def _record(
+        self, server: _ScriptedSMTP, session: Session, envelope: Envelope, response: str | None
+    ) -> ReceivedMessage:
+        content = envelope.content if isinstance(envelope.content, bytes) else b""
+        auth_data = session.auth_data
+        received = ReceivedMessage(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=list(envelope.rcpt_tos),
+            content=content,
+            message=email.message_from_bytes(  # type: ignore[arg-type]
+                content, policy=email.policy.default
+            ),
+            smtputf8=envelope.smtp_utf8,
+            mail_options=list(envelope.mail_options),
+            response=response,
+            session=server.number,
+            authenticated_as=auth_data if isinstance(auth_data, str) else None,
+            tls=server.encrypted,
+        )
+        self.owner.messages.append(received)
+        return received
 
 
 class _Controller(Controller):
