@@ -1,6 +1,6 @@
 """Queries filter as real Firestore does on what a reconciliation sweep would ask: nested fields,
 null checks, ordering that leaves out documents lacking the field, limits after filters.
-Unsupported cursors are refused loudly instead of being ignored."""
+What the emulator does not implement (collection group queries) is refused loudly, not ignored."""
 
 from __future__ import annotations
 
@@ -38,6 +38,6 @@ def test_order_by_leaves_out_documents_without_the_field_and_limit_applies_after
     assert ids(query) == ["c", "a"]
 
 
-def test_cursors_are_refused_not_ignored(mail):
-    with pytest.raises(exceptions.MethodNotImplemented, match="cursors"):
-        ids(mail.order_by("n").start_after({"n": 1}))
+def test_collection_group_queries_are_refused_not_ignored(firestore_client, mail):
+    with pytest.raises(exceptions.MethodNotImplemented, match="collection group"):
+        ids(firestore_client.collection_group(mail.id))
