@@ -2,7 +2,14 @@
 
 The envelope is driven command by command instead of smtplib.sendmail, which drops the final reply
 to DATA and hides which recipients were refused. Every failure becomes a DeliveryError that says
-whether trying again later can help (.transient) and carries one line of text without secrets.
+whether trying again later can help (.transient), whether the server may have accepted the message
+anyway (.outcome_unknown) and carries one line of text without secrets.
+
+One send may take several transactions on one connection: when the server answers RCPT with 452
+("too many recipients", RFC 5321 4.5.3.1.10) the recipients accepted so far get the message and the
+rest follow in a further transaction with the same bytes (so the same Message-ID). Once one
+transaction's data was accepted a send never raises: what a later transaction could not deliver is
+reported per recipient (SendResult.pending / .rejected / .unknown, and .deferred_reason).
 """
 
 from __future__ import annotations
@@ -50,17 +57,33 @@ _DATA_OUTCOME_UNKNOWN = "the server may or may not have accepted the message"
 
 @dataclass
 class SendResult:
-    accepted: list[str]  # envelope recipients the server accepted (RCPT 2xx)
-    rejected: list[str]  # recipients refused permanently (5xx)
-    pending: list[str]  # recipients refused temporarily (4xx)
-    response: str  # the server's final reply to DATA, e.g. "250 2.0.0 Ok: queued as 4Xy"
+    """What one send did, per recipient. Every recipient is in exactly one of accepted, rejected,
+    pending and unknown."""
+
+    accepted: list[str]  # the server accepted the message for these (RCPT 2xx, then DATA 2xx)
+    rejected: list[str]  # refused permanently (5xx): do not try again
+    pending: list[str]  # not delivered, a later attempt may succeed (4xx, or never tried)
+    response: str  # the final reply to the first transaction's data, e.g. "250 2.0.0 Ok: queued as 4Xy"
+    # The connection was lost (or timed out) after the final "." of a later transaction and before
+    # its reply: the server may or may not have these recipients' copy.
+    unknown: list[str] = field(default_factory=list)
+    # Why some recipients are pending, rejected by a failed later transaction, or unknown: what ended
+    # the send early if something did (one line, no secrets), else the first 4xx reply to RCPT.
+    # None when every recipient was accepted or refused at RCPT with 5xx.
+    deferred_reason: str | None = None
+    # The final reply to each transaction whose data was accepted, in order (1 unless the server
+    # limited the recipients per transaction).
+    responses: list[str] = field(default_factory=list)
 
 
 class DeliveryError(Exception):
-    """Sending failed. .transient: a later attempt may succeed (4xx, connection loss, timeouts);
-    False for 5xx, authentication or TLS failures and missing server capabilities. .message is one
-    line without secrets; .code is the SMTP reply code when there was one; .rejected / .pending list
-    the recipients when every recipient was refused."""
+    """Sending failed: no transaction's data was accepted. .transient: a later attempt may succeed
+    (4xx, connection loss, timeouts); False for 5xx, authentication or TLS failures and missing
+    server capabilities. .outcome_unknown: the failure came after the final "." of the data was sent
+    and before the server's reply (connection lost or reset, timeout, TLS EOF), so the server may
+    have accepted the message; such a failure is also transient. .message is one line without
+    secrets; .code is the SMTP reply code when there was one; .rejected / .pending list the
+    recipients when every recipient was refused at RCPT."""
 
     def __init__(
         self,
@@ -70,6 +93,7 @@ class DeliveryError(Exception):
         code: int | None = None,
         rejected: list[str] | None = None,
         pending: list[str] | None = None,
+        outcome_unknown: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -77,6 +101,7 @@ class DeliveryError(Exception):
         self.code = code
         self.rejected = list(rejected or [])
         self.pending = list(pending or [])
+        self.outcome_unknown = outcome_unknown
 
     def __str__(self) -> str:
         return self.message
@@ -91,9 +116,103 @@ class DeliveryError(Exception):
             code=self.code,
             rejected=self.rejected,
             pending=self.pending,
+            outcome_unknown=self.outcome_unknown,
         )
         clean.__cause__ = self.__cause__
         return clean
+
+
+class _Transaction:
+    """How far one transaction got: per-recipient replies to RCPT and the final reply to its data."""
+
+    def __init__(self, recipients: list[str]) -> None:
+        self.recipients = recipients  # offered to this transaction, in order
+        self.accepted: list[str] = []
+        self.rejected: list[str] = []
+        self.pending: list[str] = []
+        self.answered = 0  # recipients[:answered] got a RCPT reply that settled them
+        self.too_many: tuple[int, bytes] | None = None  # the reply that ended the RCPTs
+        self.first_refusal: tuple[int, bytes] | None = None
+        self.first_temporary: tuple[int, bytes] | None = None
+        self.response: str | None = None  # final reply to the data, once it was accepted
+
+    @property
+    def untried(self) -> list[str]:
+        """Recipients this transaction did not settle (after "too many recipients" or a failure)."""
+        return self.recipients[self.answered:]
+
+    def record_rcpt(self, recipient: str, code: int, reply: bytes) -> bool:
+        """Record one RCPT reply; False when no further RCPT belongs in this transaction."""
+        if code == 421:  # the server is closing the connection: nothing more will be heard
+            raise smtplib.SMTPResponseException(code, reply)
+        if _too_many_recipients(code, reply):
+            self.too_many = (code, reply)
+            return False
+        self.answered += 1
+        if 200 <= code < 300:
+            self.accepted.append(recipient)
+            return True
+        if 400 <= code < 500:
+            self.pending.append(recipient)
+            self.first_temporary = self.first_temporary or (code, reply)
+        else:
+            self.rejected.append(recipient)
+        self.first_refusal = self.first_refusal or (code, reply)
+        return True
+
+
+class _Progress:
+    """What the transactions of one send achieved so far, and the SendResult it makes."""
+
+    def __init__(self) -> None:
+        self.accepted: list[str] = []
+        self.rejected: list[str] = []
+        self.pending: list[str] = []
+        self.unknown: list[str] = []
+        self.responses: list[str] = []
+        self.first_temporary: tuple[int, bytes] | None = None
+        self.stopped_by: str | None = None  # why the send ended before every recipient was tried
+
+    def add_refusals(self, txn: _Transaction) -> None:
+        self.rejected += txn.rejected
+        self.pending += txn.pending
+        self.first_temporary = self.first_temporary or txn.first_temporary
+
+    def add_delivered(self, txn: _Transaction) -> None:
+        assert txn.response is not None
+        self.add_refusals(txn)
+        self.accepted += txn.accepted
+        self.responses.append(txn.response)
+
+    def add_interrupted(self, txn: _Transaction | None, remaining: list[str], error: DeliveryError) -> None:
+        """A later transaction failed: its RCPT results stand, the recipients it had accepted share
+        the failure's fate, and the ones it never reached stay owed."""
+        if txn is None:  # failed before it started (cannot happen today; kept total)
+            self.pending += remaining
+        else:
+            self.add_refusals(txn)
+            if error.outcome_unknown:
+                self.unknown += txn.accepted
+            elif error.transient:
+                self.pending += txn.accepted
+            else:
+                self.rejected += txn.accepted
+            self.pending += txn.untried
+        self.stopped_by = error.message
+
+    def result(self) -> SendResult:
+        reason = self.stopped_by
+        if reason is None and self.first_temporary is not None:
+            reason = f"SMTP {_reply_line(*self.first_temporary)}"
+        return SendResult(
+            accepted=self.accepted,
+            rejected=self.rejected,
+            pending=self.pending,
+            response=self.responses[0],
+            unknown=self.unknown,
+            deferred_reason=reason,
+            responses=self.responses,
+        )
 
 
 class _StaleConnection(Exception):
@@ -134,7 +253,9 @@ class _Connection:
         self.client = _SmtpClient(settings, tls_context)
         self.messages_sent = 0
         self.last_used = time.monotonic()
-        self.mail_accepted = False
+        self.mail_accepted = False  # the current transaction's MAIL FROM was accepted
+        self.transaction: _Transaction | None = None  # the current (or last) transaction
+        self.broken = False  # a reply left the session in a state not worth reusing
 
     @property
     def phase(self) -> str:
@@ -213,9 +334,14 @@ class _Connection:
 
     def transact(
         self, envelope_from: str, recipients: list[str], payload: bytes, smtputf8: bool
-    ) -> SendResult:
+    ) -> _Transaction:
+        """One MAIL FROM .. final reply. RCPTs stop at a "too many recipients" reply (the rest are
+        the transaction's .untried); when no recipient was accepted the transaction is reset and
+        returned without data. Transport errors and failed MAIL/DATA replies raise; then
+        self.transaction says how far it got."""
         client, settings = self.client, self.settings
         self.mail_accepted = False
+        txn = self.transaction = _Transaction(list(recipients))
         if smtputf8 and not client.has_extn("smtputf8"):
             raise DeliveryError(
                 f"the message needs SMTPUTF8 (non-ASCII addresses) but SMTP server "
@@ -245,48 +371,32 @@ class _Connection:
         self.mail_accepted = True
 
         client.phase = "RCPT TO"
-        accepted: list[str] = []
-        rejected: list[str] = []
-        pending: list[str] = []
-        first_refusal: tuple[int, bytes] | None = None
         for recipient in recipients:
             code, reply = client.docmd("RCPT", f"TO:<{recipient}>")
-            if 200 <= code < 300:
-                accepted.append(recipient)
-                continue
-            if code == 421:  # the server is closing the connection: nothing more will be heard
-                raise smtplib.SMTPResponseException(code, reply)
-            (pending if 400 <= code < 500 else rejected).append(recipient)
-            first_refusal = first_refusal or (code, reply)
-        if not accepted:
-            assert first_refusal is not None
+            if not txn.record_rcpt(recipient, code, reply):
+                break
+
+        if not txn.accepted:
             client.phase = "RSET"
             try:
-                client.rset()
+                code, _ = client.rset()
+                self.broken = code != 250
             except _TRANSPORT_ERRORS:
-                pass  # the connection is discarded anyway; the refusal is what matters
-            refusal_code, refusal_text = first_refusal
-            raise DeliveryError(
-                f"SMTP server refused all {len(recipients)} recipient(s) ({len(rejected)} "
-                f"permanently, {len(pending)} temporarily); first reply: "
-                f"{_reply_line(refusal_code, refusal_text)}",
-                transient=not rejected,
-                code=refusal_code,
-                rejected=rejected,
-                pending=pending,
-            )
+                self.broken = True  # the refusals are what matter; the connection is discarded
+            return txn
 
         client.phase = "DATA"
         code, reply = client.docmd("DATA")
         if code != 354:
             raise smtplib.SMTPResponseException(code, reply)
-        client.phase = "end of DATA"  # from here on the outcome may be unknown
         client.send(_dot_stuffed(payload) + b".\r\n")
+        client.phase = "end of DATA"  # the final "." is out: from here on the outcome may be unknown
         code, reply = client.getreply()
         if not 200 <= code < 300:
             raise smtplib.SMTPResponseException(code, reply)
         self.messages_sent += 1
-        return SendResult(accepted, rejected, pending, _reply_line(code, reply))
+        txn.response = _reply_line(code, reply)
+        return txn
 
     def looks_alive(self) -> bool:
         """Cheap check without a round trip: an idle server has nothing to say unless it sent a
@@ -354,11 +464,14 @@ class SmtpPool:
                 transient=True,
             )
         try:
-            return self._send_in_slot(envelope_from, recipients, payload, smtputf8)
+            result = self._send_in_slot(envelope_from, recipients, payload, smtputf8)
         except DeliveryError as error:
             raise error.redacted(settings.password) from error.__cause__
         finally:
             self._slots.release()
+        if settings.password and result.deferred_reason and settings.password in result.deferred_reason:
+            result.deferred_reason = result.deferred_reason.replace(settings.password, "******")
+        return result
 
     def close(self) -> None:
         with self._lock:
@@ -403,18 +516,47 @@ class SmtpPool:
         smtputf8: bool,
         reused: bool,
     ) -> SendResult:
-        try:
-            result = connection.transact(envelope_from, recipients, payload, smtputf8)
-        except DeliveryError:
+        """All transactions of one send on this connection (more than one when the server limits
+        the recipients per transaction)."""
+        progress = _Progress()
+        remaining = recipients
+        while remaining:
+            try:
+                txn = connection.transact(envelope_from, remaining, payload, smtputf8)
+            except DeliveryError:
+                connection.close(polite=False)
+                raise  # capabilities: only the first transaction can fail this way
+            except _TRANSPORT_ERRORS as exc:
+                connection.close(polite=False)
+                first = not progress.responses
+                if first and reused and not connection.mail_accepted and _is_connection_loss(exc):
+                    raise _StaleConnection() from exc
+                error = _delivery_error(exc, connection.phase, self.settings)
+                if first:
+                    raise error from exc
+                log.debug("SMTP transaction %d to %s failed; keeping the %d accepted recipient(s)",
+                          len(progress.responses) + 1, self.settings.address, len(progress.accepted))
+                progress.add_interrupted(connection.transaction, remaining, error)
+                return progress.result()
+            if txn.response is None:  # no recipient accepted in this transaction
+                if not progress.responses:
+                    connection.close(polite=False)
+                    raise _refused_all(recipients, txn)
+                progress.add_refusals(txn)
+                progress.pending += txn.untried
+                if txn.too_many is not None:
+                    progress.stopped_by = f"SMTP {_reply_line(*txn.too_many)}"
+                break
+            progress.add_delivered(txn)
+            remaining = txn.untried
+            if remaining:
+                log.debug("SMTP server %s limits recipients per transaction; %d more in another",
+                          self.settings.address, len(remaining))
+        if connection.broken:
             connection.close(polite=False)
-            raise
-        except _TRANSPORT_ERRORS as exc:
-            connection.close(polite=False)
-            if reused and not connection.mail_accepted and _is_connection_loss(exc):
-                raise _StaleConnection() from exc
-            raise _delivery_error(exc, connection.phase, self.settings) from exc
-        self._give_back(connection)
-        return result
+        else:
+            self._give_back(connection)
+        return progress.result()
 
     def _take_idle(self) -> _Connection | None:
         expired: list[_Connection] = []
@@ -545,6 +687,30 @@ def _reply_line(code: int, text: bytes | str) -> str:
     return " ".join([str(code), *lines])
 
 
+def _too_many_recipients(code: int, reply: bytes) -> bool:
+    """RFC 5321 4.5.3.1.10: 452 when the server's limit on recipients per transaction is reached;
+    552 with enhanced status 5.5.3 is the older (RFC 821) spelling clients should treat the same."""
+    if code == 452:
+        return True
+    return code == 552 and reply.lstrip().startswith(b"5.5.3")
+
+
+def _refused_all(recipients: list[str], txn: _Transaction) -> DeliveryError:
+    """The first transaction accepted no recipient: the send failed."""
+    rejected, pending = txn.rejected, txn.pending + txn.untried
+    refusal = txn.first_refusal or txn.too_many
+    assert refusal is not None
+    code, text = refusal
+    return DeliveryError(
+        f"SMTP server refused all {len(recipients)} recipient(s) ({len(rejected)} permanently, "
+        f"{len(pending)} temporarily); first reply: {_reply_line(code, text)}",
+        transient=not rejected,
+        code=code,
+        rejected=rejected,
+        pending=pending,
+    )
+
+
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
@@ -609,10 +775,14 @@ def _delivery_error(exc: BaseException, phase: str, settings: SmtpSettings) -> D
         return DeliveryError(
             f"SMTP connection to {address} timed out after {seconds:g}s {waiting}{suffix}",
             transient=True,
+            outcome_unknown=outcome_unknown,
         )
     if outcome_unknown and isinstance(exc, (smtplib.SMTPServerDisconnected, OSError)):
+        # OSError covers resets and every ssl.SSLError (TLS EOF, a broken record): no reply came.
         return DeliveryError(
-            f"SMTP {address}: connection lost during DATA; {_DATA_OUTCOME_UNKNOWN}", transient=True
+            f"SMTP {address}: connection lost during DATA; {_DATA_OUTCOME_UNKNOWN}",
+            transient=True,
+            outcome_unknown=True,
         )
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or type(exc).__name__
