@@ -32,7 +32,8 @@ def build(harness: PulumiHarness, exports: dict[str, Any] | None = None, uri_is_
     def program() -> None:
         component = EmailTrigger("unit", args)
         if exports is not None:
-            names = ["function_name", "function_uri", "trigger_name", "secret_id", "runtime_service_account", "trigger_service_account"]
+            names = ["function_name", "function_uri", "trigger_name", "secret_id", "runtime_service_account", "trigger_service_account",
+                     "sweep_function_name", "sweep_topic", "sweep_schedule"]
             pulumi.Output.all(*(getattr(component, n) for n in names)).apply(lambda values: exports.update(zip(names, values)))
 
     return harness.run(program)
@@ -109,6 +110,9 @@ def test_resource_prefix_names_function_secret_and_accounts(pulumi_mocks: Pulumi
         "secret_id": "mail-eu-smtp-password",
         "runtime_service_account": "mail-eu-runtime@acme-mailer-unit.iam.gserviceaccount.com",
         "trigger_service_account": "mail-eu-trigger@acme-mailer-unit.iam.gserviceaccount.com",
+        "sweep_function_name": "mail-eu-sweep-mail",
+        "sweep_topic": "projects/acme-mailer-unit/topics/mail-eu-sweep",
+        "sweep_schedule": "* * * * *",
     }
 
 
