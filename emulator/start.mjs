@@ -1,7 +1,7 @@
 // Local Firestore for runs and tests: the @firestore-emulator/server gRPC server, bound to
 // 127.0.0.1 only, with handlers patched to behave like real Firestore for what the mail
-// function relies on (see lib/handlers.mjs, lib/commit.mjs, lib/transactions.mjs), plus an
-// admin HTTP endpoint (GET /stats, POST /reset, GET /changes).
+// function relies on (see lib/handlers.mjs, lib/commit.mjs, lib/transactions.mjs, lib/query.mjs),
+// plus an admin HTTP endpoint (stats, change feed, query log; lib/admin.mjs).
 //
 //   node emulator/start.mjs --port 0 --admin-port 0
 //   -> READY 127.0.0.1:<grpc port> admin=127.0.0.1:<admin port>
@@ -17,6 +17,7 @@ import { FirestoreServer } from "@firestore-emulator/server";
 import { createAdminServer } from "./lib/admin.mjs";
 import { ChangeFeed } from "./lib/changes.mjs";
 import { createHandlers, installHandlers } from "./lib/handlers.mjs";
+import { QueryLog } from "./lib/querylog.mjs";
 import { BillingStats } from "./lib/stats.mjs";
 import { DocumentStore, patchDocumentClass } from "./lib/store.mjs";
 import { TransactionRegistry } from "./lib/transactions.mjs";
@@ -75,14 +76,16 @@ async function main() {
   patchDocumentClass();
   const stats = new BillingStats();
   const feed = new ChangeFeed();
+  const queries = new QueryLog();
   installHandlers(firestore.server, createHandlers({
     state: firestore.state,
     store: new DocumentStore(firestore.state),
     transactions: new TransactionRegistry(),
     stats,
     feed,
+    queries,
   }));
-  const admin = createAdminServer({ stats, feed });
+  const admin = createAdminServer({ stats, feed, queries });
 
   let grpcPort;
   let boundAdminPort;

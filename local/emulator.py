@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,19 @@ READY_TIMEOUT_SECONDS = 30.0
 @dataclass(frozen=True)
 class EmulatorAddress:
     host: str  # FIRESTORE_EMULATOR_HOST, 127.0.0.1:<grpc port>
-    admin_url: str  # http://127.0.0.1:<admin port> (/changes, /stats)
+    admin_url: str  # http://127.0.0.1:<admin port> (/changes, /stats, /queries)
 
-    def _admin(self, method: str, path: str) -> dict[str, Any]:
-        request = urllib.request.Request(f"{self.admin_url}{path}", method=method)
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.load(response)
+    def _admin(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {} if body is None else {"content-type": "application/json"}
+        request = urllib.request.Request(f"{self.admin_url}{path}", data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            # The emulator explains a refused admin call in {"error": ...}; say it, not just the status.
+            message = f"emulator admin {method} {path}: HTTP {error.code}: {error.read().decode(errors='replace')[:500]}"
+            raise (ValueError if error.code == 400 else RuntimeError)(message) from None
 
     def stats(self) -> dict[str, Any]:
         """Billed operations since the last reset, as Firestore bills them: commits, writes, reads and
@@ -33,7 +41,18 @@ class EmulatorAddress:
         return self._admin("GET", "/stats")
 
     def reset_stats(self) -> None:
+        """Zero the stats and empty the query log (POST /reset)."""
         self._admin("POST", "/reset")
+
+    def queries(self) -> list[dict[str, Any]]:
+        """Every RunQuery since start or the last reset, in arrival order, each as
+        {collection, parent, filters: [{field, op}], orderBy: [{field, direction}], limit}
+        (emulator/README.md)."""
+        return self._admin("GET", "/queries")
+
+    def reset_queries(self) -> None:
+        """Empty the query log only (stats keep counting)."""
+        self._admin("DELETE", "/queries")
 
 
 def _ready_line(log_path: Path) -> str | None:

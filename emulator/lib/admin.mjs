@@ -1,5 +1,6 @@
-// The admin HTTP endpoint on loopback: billing stats for cost tests and the change feed
-// that the local Eventarc-like bridge turns into CloudEvents.
+// The admin HTTP endpoint on loopback: billing stats for cost tests, the change feed that
+// the local Eventarc-like bridge turns into CloudEvents, the query log that index tests
+// check.
 
 import http from "node:http";
 
@@ -19,7 +20,9 @@ function streamChanges(req, res, feed) {
   res.flushHeaders();
 }
 
-export function createAdminServer({ stats, feed }) {
+const ROUTES = "GET /stats, POST /reset, GET /changes, GET|DELETE /queries";
+
+export function createAdminServer({ stats, feed, queries }) {
   const openStreams = new Set();
   const server = http.createServer((req, res) => {
     const route = `${req.method} ${new URL(req.url, "http://admin").pathname}`;
@@ -27,14 +30,21 @@ export function createAdminServer({ stats, feed }) {
       case "GET /stats":
         return sendJson(res, 200, stats.toJSON());
       case "POST /reset":
+        // Stats and the query log restart together: a test measures one stretch of work.
         stats.reset();
+        queries.reset();
         return sendJson(res, 200, stats.toJSON());
       case "GET /changes":
         openStreams.add(res);
         res.on("close", () => openStreams.delete(res));
         return streamChanges(req, res, feed);
+      case "GET /queries":
+        return sendJson(res, 200, queries.toJSON());
+      case "DELETE /queries":
+        queries.reset();
+        return sendJson(res, 200, queries.toJSON());
       default:
-        return sendJson(res, 404, { error: `no route ${route}; try GET /stats, POST /reset, GET /changes` });
+        return sendJson(res, 404, { error: `no route ${route}; try ${ROUTES}` });
     }
   });
   // Long-lived change streams would otherwise keep close() waiting forever.

@@ -46,7 +46,7 @@ function documentFor(snapshot, request) {
   return snapshotToDocument(snapshot, projectFields(snapshot.fields, request.mask.field_paths));
 }
 
-export function createHandlers({ state, store, transactions, stats, feed }) {
+export function createHandlers({ state, store, transactions, stats, feed, queries }) {
   /**
    * The transaction a read runs in: an existing one, a new one (lazy begin), or none.
    * Returns { tx, newId } where newId is set when the read began it.
@@ -149,15 +149,17 @@ export function createHandlers({ state, store, transactions, stats, feed }) {
       }
     },
 
-    // Real Firestore: unary and nested filters, filters on nested fields, offset, select,
-    // queries inside transactions (a changed result aborts the commit), billed reads.
+    // Real Firestore: unary and nested filters, filters on nested fields and __name__, its
+    // value order, cursors, offset, select, queries inside transactions (a changed result
+    // aborts the commit), billed reads. Each request is logged for index checks.
     RunQuery(call) {
       try {
         const request = call.request;
         if (request.query_type !== "structured_query") throw invalidArgument("RunQuery needs a structured_query");
+        const query = request.structured_query;
+        queries.record(request.parent, query);
         if (request.has_explain_options) throw unimplemented("explain_options is not supported by this emulator");
         const { tx, newId } = readTransaction(request);
-        const query = request.structured_query;
         const run = () => runStructuredQuery(state, request.parent, query).map((doc) => store.snapshot(doc.getPath()));
         const snapshots = run();
         if (trackReads(tx)) recordQuery(tx, run, snapshots);
