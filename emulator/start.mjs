@@ -1,7 +1,7 @@
 // Local Firestore for runs and tests: the @firestore-emulator/server gRPC server, bound to
 // 127.0.0.1 only, with handlers patched to behave like real Firestore for what the mail
 // function relies on (see lib/handlers.mjs, lib/commit.mjs, lib/transactions.mjs, lib/query.mjs),
-// plus an admin HTTP endpoint (stats, change feed, query log; lib/admin.mjs).
+// plus an admin HTTP endpoint (stats, change feed, query log, fault injection; lib/admin.mjs).
 //
 //   node emulator/start.mjs --port 0 --admin-port 0
 //   -> READY 127.0.0.1:<grpc port> admin=127.0.0.1:<admin port>
@@ -16,6 +16,7 @@ import { FirestoreServer } from "@firestore-emulator/server";
 
 import { createAdminServer } from "./lib/admin.mjs";
 import { ChangeFeed } from "./lib/changes.mjs";
+import { FaultInjector, installFaults, serviceMethods } from "./lib/faults.mjs";
 import { createHandlers, installHandlers } from "./lib/handlers.mjs";
 import { QueryLog } from "./lib/querylog.mjs";
 import { BillingStats } from "./lib/stats.mjs";
@@ -85,7 +86,10 @@ async function main() {
     feed,
     queries,
   }));
-  const admin = createAdminServer({ stats, feed, queries });
+  // Last, so a fault fires in front of our handlers and the package's alike.
+  const faults = new FaultInjector(serviceMethods(firestore.server));
+  installFaults(firestore.server, faults);
+  const admin = createAdminServer({ stats, feed, queries, faults });
 
   let grpcPort;
   let boundAdminPort;

@@ -21,7 +21,7 @@ READY_TIMEOUT_SECONDS = 30.0
 @dataclass(frozen=True)
 class EmulatorAddress:
     host: str  # FIRESTORE_EMULATOR_HOST, 127.0.0.1:<grpc port>
-    admin_url: str  # http://127.0.0.1:<admin port> (/changes, /stats, /queries)
+    admin_url: str  # http://127.0.0.1:<admin port> (/changes, /stats, /queries, /faults)
 
     def _admin(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -53,6 +53,19 @@ class EmulatorAddress:
     def reset_queries(self) -> None:
         """Empty the query log only (stats keep counting)."""
         self._admin("DELETE", "/queries")
+
+    def inject_fault(self, method: str, code: str | int = "UNAVAILABLE", count: int = 1) -> None:
+        """Make the next `count` calls of gRPC method `method` ("Commit", "RunQuery", ...) fail with
+        status `code` (a name such as "UNAVAILABLE", or its number) and message "injected fault".
+        Faults add up in arming order; clear_faults() disarms them all."""
+        self._admin("POST", "/faults", {"method": method, "code": code, "count": count})
+
+    def faults(self) -> list[dict[str, Any]]:
+        """Faults still armed: [{method, code, remaining}] (a fault is gone once it fired `count` times)."""
+        return self._admin("GET", "/faults")
+
+    def clear_faults(self) -> None:
+        self._admin("DELETE", "/faults")
 
 
 def _ready_line(log_path: Path) -> str | None:

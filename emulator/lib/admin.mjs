@@ -1,8 +1,12 @@
 // The admin HTTP endpoint on loopback: billing stats for cost tests, the change feed that
 // the local Eventarc-like bridge turns into CloudEvents, the query log that index tests
-// check.
+// check, and fault injection.
 
 import http from "node:http";
+
+import { FaultRequestError } from "./faults.mjs";
+
+const MAX_BODY_BYTES = 64 * 1024;
 
 function sendJson(res, status, body) {
   const text = JSON.stringify(body);
@@ -20,9 +24,43 @@ function streamChanges(req, res, feed) {
   res.flushHeaders();
 }
 
-const ROUTES = "GET /stats, POST /reset, GET /changes, GET|DELETE /queries";
+function readJson(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    req.on("data", (chunk) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) reject(new FaultRequestError("request body is too large"));
+      else chunks.push(chunk);
+    });
+    req.on("end", () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString("utf8") || "null"));
+      } catch (err) {
+        reject(new FaultRequestError(`request body is not JSON: ${err.message}`));
+      }
+    });
+    req.on("error", reject);
+  });
+}
 
-export function createAdminServer({ stats, feed, queries }) {
+async function armFault(req, res, faults) {
+  try {
+    const body = await readJson(req);
+    if (body === null || typeof body !== "object" || Array.isArray(body)) {
+      throw new FaultRequestError('body must be a JSON object such as {"method": "Commit", "code": "UNAVAILABLE", "count": 1}');
+    }
+    faults.arm(body);
+    return sendJson(res, 200, faults.toJSON());
+  } catch (err) {
+    if (err instanceof FaultRequestError) return sendJson(res, 400, { error: err.message });
+    throw err;
+  }
+}
+
+const ROUTES = "GET /stats, POST /reset, GET /changes, GET|DELETE /queries, GET|POST|DELETE /faults";
+
+export function createAdminServer({ stats, feed, queries, faults }) {
   const openStreams = new Set();
   const server = http.createServer((req, res) => {
     const route = `${req.method} ${new URL(req.url, "http://admin").pathname}`;
@@ -43,6 +81,13 @@ export function createAdminServer({ stats, feed, queries }) {
       case "DELETE /queries":
         queries.reset();
         return sendJson(res, 200, queries.toJSON());
+      case "GET /faults":
+        return sendJson(res, 200, faults.toJSON());
+      case "POST /faults":
+        return armFault(req, res, faults).catch((err) => sendJson(res, 500, { error: String(err?.message ?? err) }));
+      case "DELETE /faults":
+        faults.clear();
+        return sendJson(res, 200, faults.toJSON());
       default:
         return sendJson(res, 404, { error: `no route ${route}; try ${ROUTES}` });
     }

@@ -2,7 +2,8 @@
 
 `firestore_emulator` (session) starts it once and points FIRESTORE_EMULATOR_HOST at it;
 `firestore_client` gives a test a client; `unique_collection` keeps tests' data apart
-(the emulator is shared and never wiped).
+(the emulator is shared and never wiped); `firestore_faults` is the emulator for a test that
+injects gRPC faults, with every fault disarmed before and after it.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class ChangeStream:
 
 @dataclass(frozen=True)
 class FirestoreEmulator(EmulatorAddress):
-    """The running emulator (stats() and reset_stats() come from local.emulator.EmulatorAddress)."""
+    """The running emulator. Its admin calls (stats(), reset_stats(), queries(), reset_queries(),
+    inject_fault(), faults(), clear_faults()) come from local.emulator.EmulatorAddress."""
 
     project: str = PROJECT
 
@@ -125,6 +127,16 @@ def firestore_client(firestore_emulator: FirestoreEmulator) -> Iterator[firestor
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def firestore_faults(firestore_emulator: FirestoreEmulator) -> Iterator[FirestoreEmulator]:
+    # Faults are global to the shared emulator: one left armed by a failed test would break the next.
+    firestore_emulator.clear_faults()
+    try:
+        yield firestore_emulator
+    finally:
+        firestore_emulator.clear_faults()
 
 
 @pytest.fixture
