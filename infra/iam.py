@@ -2,7 +2,8 @@
 
 Project-wide grants are limited to the three roles that have no narrower scope: datastore.user
 (Firestore access is granted per project), eventarc.eventReceiver and the Eventarc service agent role.
-The secret, the Cloud Run services and the sweep's Pub/Sub topic are granted on the resource itself.
+The secret, the Cloud Run services, the sweep's Pub/Sub topic and the trigger service account are
+granted on the resource itself.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ ROLE_EVENT_RECEIVER = "roles/eventarc.eventReceiver"
 ROLE_EVENTARC_AGENT = "roles/eventarc.serviceAgent"
 ROLE_RUN_INVOKER = "roles/run.invoker"
 ROLE_PUBSUB_PUBLISHER = "roles/pubsub.publisher"
+ROLE_TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
 
 
 def service_account_member(email: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -87,3 +89,23 @@ def grant_topic_publisher(
     return gcp.pubsub.TopicIAMMember(
         name, project=project, topic=topic.name, role=ROLE_PUBSUB_PUBLISHER, member=member, opts=opts
     )
+
+
+def grant_push_token_creator(
+    name: str, project: str, trigger_account: gcp.serviceaccount.Account, opts: pulumi.ResourceOptions
+) -> tuple[gcp.projects.ServiceIdentity, gcp.serviceaccount.IAMMember]:
+    """Let the Pub/Sub service agent mint the trigger account's OIDC tokens, on that one account.
+
+    Eventarc delivers both triggers (Firestore events and the sweep's topic) through a Pub/Sub push
+    subscription authenticated as the trigger account. Projects whose Pub/Sub service agent dates from
+    before 8 April 2021 lack this permission, and every push then fails with nothing in the function's
+    logs. Google's remedy grants the role on the whole project; this grants it on the one account."""
+    agent = service_agent(f"{name}-pubsub-agent", project, "pubsub", opts)
+    binding = gcp.serviceaccount.IAMMember(
+        name,
+        service_account_id=trigger_account.name,
+        role=ROLE_TOKEN_CREATOR,
+        member=service_account_member(agent.email),
+        opts=opts,
+    )
+    return agent, binding

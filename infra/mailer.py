@@ -137,6 +137,8 @@ class EmailTrigger(pulumi.ComponentResource):
         ]
         _, agent_binding = iam.grant_eventarc_agent(f"{name}-eventarc-agent", project, after("eventarc"))
         bindings.append(agent_binding)
+        _, push_binding = iam.grant_push_token_creator(f"{name}-push-token", project, self.trigger_account, after("pubsub"))
+        bindings.append(push_binding)
 
         bucket = gcp.storage.Bucket(
             f"{name}-source",

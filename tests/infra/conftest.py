@@ -88,6 +88,7 @@ class GcpMocks(pulumi.runtime.Mocks):
         if args.typ == "gcp:serviceaccount/account:Account":
             state["email"] = f"{state['accountId']}@{project}.iam.gserviceaccount.com"
             state["member"] = f"serviceAccount:{state['email']}"
+            state["name"] = f"projects/{project}/serviceAccounts/{state['email']}"
         elif args.typ == "gcp:projects/serviceIdentity:ServiceIdentity":
             state["email"] = service_agent_email(state["service"])
             state["member"] = f"serviceAccount:{state['email']}"

@@ -30,8 +30,10 @@ PROJECT_MEMBER = "gcp:projects/iAMMember:IAMMember"
 SECRET_MEMBER = "gcp:secretmanager/secretIamMember:SecretIamMember"
 SERVICE_MEMBER = "gcp:cloudrunv2/serviceIamMember:ServiceIamMember"
 TOPIC_MEMBER = "gcp:pubsub/topicIAMMember:TopicIAMMember"
+ACCOUNT_MEMBER = "gcp:serviceaccount/iAMMember:IAMMember"
 EVENTARC_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-eventarc.iam.gserviceaccount.com"
 SCHEDULER_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-cloudscheduler.iam.gserviceaccount.com"
+PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 
 
 def settings_for(stack_file: Path) -> MailerSettings:
@@ -143,14 +145,23 @@ def test_iam_grants_are_exactly_the_least_privilege_set(stack_run: StackRun, sta
         "roles/pubsub.publisher", SCHEDULER_AGENT, topic.inputs["name"], settings.project
     )
 
+    # Pub/Sub may mint the trigger account's push tokens (both triggers push through Pub/Sub), on that
+    # one account only: projects from before April 2021 lack it.
+    token = stack_run.one(ACCOUNT_MEMBER).inputs
+    domain = f"{settings.project}.iam.gserviceaccount.com"
+    assert (token["role"], token["member"], token["serviceAccountId"]) == (
+        "roles/iam.serviceAccountTokenCreator", PUBSUB_AGENT, f"projects/{settings.project}/serviceAccounts/{settings.resource_prefix}-trigger@{domain}"
+    )
+
 
 def test_no_authoritative_or_broad_iam_anywhere(stack_run: StackRun) -> None:
     iam_types = {r.type for r in stack_run.registrations if "iam" in r.type.lower() and r.type != "gcp:serviceaccount/account:Account"}
-    assert iam_types == {PROJECT_MEMBER, SECRET_MEMBER, SERVICE_MEMBER, TOPIC_MEMBER}
+    assert iam_types == {PROJECT_MEMBER, SECRET_MEMBER, SERVICE_MEMBER, TOPIC_MEMBER, ACCOUNT_MEMBER}
     roles = [r.inputs.get("role") for r in stack_run.registrations if "role" in r.inputs]
     assert not {"roles/owner", "roles/editor", "roles/viewer"} & set(roles)
-    # 3 project-wide (none new for the sweep), 1 on the secret, 1 invoker per function, 1 on the sweep topic.
-    assert len(roles) == 7
+    # 3 project-wide (none new for the sweep), 1 on the secret, 1 invoker per function, 1 on the sweep
+    # topic, 1 on the trigger account.
+    assert len(roles) == 8
 
 
 def test_password_is_secret_in_state_and_plain_nowhere(stack_run: StackRun) -> None:
@@ -236,8 +247,8 @@ def test_function_settings_follow_the_stack_config(pulumi_mocks: PulumiHarness, 
 
 def test_function_waits_for_its_grants_and_apis(stack_run: StackRun) -> None:
     function = stack_run.function("process_mail")
-    grants_before = [r for r in stack_run.of_type(PROJECT_MEMBER)] + stack_run.of_type(SECRET_MEMBER)
-    assert len(grants_before) == 4
+    grants_before = stack_run.of_type(PROJECT_MEMBER) + stack_run.of_type(SECRET_MEMBER) + stack_run.of_type(ACCOUNT_MEMBER)
+    assert len(grants_before) == 5
     assert {r.urn for r in grants_before} <= set(function.dependencies)
     assert {r.urn for r in stack_run.of_type("gcp:projects/service:Service")} <= set(function.dependencies)
     # The invoker grant needs the function's service, so it comes after the function.

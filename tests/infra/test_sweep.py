@@ -108,7 +108,7 @@ def test_the_sweep_gets_the_same_environment_and_pinned_password(pulumi_mocks: P
 def test_cloud_scheduler_publishes_as_its_service_agent_on_that_topic_only(stack_run: StackRun, stack_file: Path) -> None:
     settings = settings_for(stack_file)
     agents = {r.inputs["service"]: r for r in stack_run.of_type(SERVICE_IDENTITY)}
-    assert set(agents) == {"eventarc.googleapis.com", "cloudscheduler.googleapis.com"}
+    assert set(agents) == {"eventarc.googleapis.com", "cloudscheduler.googleapis.com", "pubsub.googleapis.com"}
     assert agents["cloudscheduler.googleapis.com"].inputs["project"] == settings.project
     publishers = [r.inputs for r in stack_run.registrations if r.inputs.get("role") == "roles/pubsub.publisher"]
     assert publishers == [stack_run.one(TOPIC_MEMBER).inputs]
@@ -133,7 +133,11 @@ def test_the_trigger_account_invokes_only_the_sweeps_own_service(stack_run: Stac
 def test_deployment_order_avoids_first_deploy_races(stack_run: StackRun) -> None:
     sweep = stack_run.function("sweep_mail")
     # Like process_mail: the function waits for every API and for the runtime and trigger grants.
-    grants = stack_run.of_type("gcp:projects/iAMMember:IAMMember") + stack_run.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
+    grants = [
+        r for r in stack_run.registrations
+        if r.type in ("gcp:projects/iAMMember:IAMMember", "gcp:secretmanager/secretIamMember:SecretIamMember", "gcp:serviceaccount/iAMMember:IAMMember")
+    ]
+    assert len(grants) == 5
     assert {r.urn for r in grants} <= set(sweep.dependencies)
     assert {r.urn for r in stack_run.of_type(API)} <= set(sweep.dependencies)
     # The job, which starts everything, comes last: after its API, the publisher grant, the function,
