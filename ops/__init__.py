@@ -1,0 +1,1 @@
+"""Operator commands, run by hand against a deployed (or local) mail collection; not deployed."""
