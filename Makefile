@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: test demo send bench install clean lock
+.PHONY: test demo send bench backfill install clean lock
 
 install: $(VENV)/.installed emulator/node_modules/.installed
 
@@ -39,6 +39,12 @@ send: install
 # Cost per email and local delivery speed; prints figures, asserts nothing. ARGS="--emails 500 --template".
 bench: install
 	@$(PY) -m bench.pipeline $(ARGS)
+
+# Hand mail documents that have no `delivery` (written before the first deploy, or while the trigger was
+# missing) to the sweep. A dry run unless ARGS has --apply; see README "Operations: backfill".
+# make backfill ARGS="--project my-project [--apply]"
+backfill: $(VENV)/.installed
+	@$(PY) -m ops.backfill $(ARGS)
 
 clean:
 	rm -rf $(VENV) emulator/node_modules .pytest_cache .demo
