@@ -85,6 +85,26 @@ def function_process_environment(
     }
 
 
+def sweep_process_environment(
+    settings: MailerSettings, *, smtp_uri: str, smtp_password: str, emulator_host: str
+) -> dict[str, str]:
+    """The environment for the sweep's functions-framework process: as deployed, the sweep function gets
+    the same variables as process_mail (function_environment carries the retry and sweep settings)."""
+    return function_process_environment(
+        settings, smtp_uri=smtp_uri, smtp_password=smtp_password, emulator_host=emulator_host
+    )
+
+
+def sweep_event_source(settings: MailerSettings) -> dict[str, str]:
+    """Where the sweep's Pub/Sub events come from, as the deployed ones name it: the stack's project, the
+    sweep topic (`<resourcePrefix>-sweep`) and a push subscription named as Eventarc names its own."""
+    return {
+        "project": settings.project,
+        "topic": f"{settings.resource_prefix}-sweep",
+        "subscription": f"eventarc-{settings.region}-{settings.resource_prefix}-sweep-mail-sub-000",
+    }
+
+
 def trigger_filter(settings: MailerSettings) -> dict[str, str]:
     """The deployed trigger's event type and filters, as the local bridge takes them."""
     return {

@@ -17,6 +17,8 @@ from local.stackfile import (
     load_local_settings,
     local_smtp_uri,
     smtp_user,
+    sweep_event_source,
+    sweep_process_environment,
     trigger_filter,
 )
 from mailer.smtp_uri import parse_smtp_uri
@@ -65,6 +67,30 @@ def test_the_function_gets_exactly_the_deployed_environment(monkeypatch: pytest.
     assert "USERS_COLLECTION" not in environment  # the local stack does not set usersCollection
     assert "HTTPS_PROXY" not in environment
     assert environment["PATH"]
+
+
+def test_retries_are_quick_enough_to_watch_and_reach_both_functions() -> None:
+    # The local stack shortens the backoff (2 s, at most 10 s) so the demo's retry shows within seconds;
+    # the values travel through infra's function_environment to process_mail and to sweep_mail alike.
+    settings = load_local_settings()
+    assert (settings.retry_backoff_seconds, settings.retry_backoff_max_seconds) == (2, 10)
+    hosts = {"smtp_uri": INBOX_URI, "smtp_password": "generated-pw", "emulator_host": "127.0.0.1:8088"}
+    process_env = function_process_environment(settings, **hosts)
+    sweep_env = sweep_process_environment(settings, **hosts)
+    assert sweep_env == process_env
+    assert (sweep_env["RETRY_BACKOFF_SECONDS"], sweep_env["RETRY_BACKOFF_MAX_SECONDS"]) == ("2", "10")
+    assert sweep_env["MAX_ATTEMPTS"] == str(settings.max_attempts)
+    assert sweep_env["SWEEP_BUDGET_SECONDS"] == str(settings.sweep_timeout_seconds - 30)
+    assert sweep_env["SWEEP_WORKERS"] == str(settings.sweep_workers)
+
+
+def test_the_sweep_events_name_the_stacks_project_and_topic() -> None:
+    settings = load_local_settings()
+    assert sweep_event_source(settings) == {
+        "project": "demo-mailer",
+        "topic": f"{settings.resource_prefix}-sweep",
+        "subscription": f"eventarc-{settings.region}-{settings.resource_prefix}-sweep-mail-sub-000",
+    }
 
 
 def test_the_smtp_uri_is_pointed_at_the_inbox_and_trusts_its_ca(tmp_path: Path) -> None:
