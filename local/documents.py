@@ -10,8 +10,10 @@ from typing import Any
 
 from google.cloud import firestore
 
-# What the function leaves a document in when it is done with it (RETRY waits for a later sweep).
+# What one attempt leaves a document in (RETRY waits for a later sweep): the end when no sweep runs.
 FINAL_STATES = frozenset({"SUCCESS", "ERROR", "RETRY"})
+# Where a document ends once the sweep runs: sent, or given up on. RETRY and PENDING only wait.
+SETTLED_STATES = frozenset({"SUCCESS", "ERROR"})
 EMULATOR_HOST_VAR = "FIRESTORE_EMULATOR_HOST"
 _environment_lock = threading.Lock()
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from infra.mailer import ENTRY_POINT
+from infra.sweep import ENTRY_POINT as SWEEP_ENTRY_POINT  # the Pub/Sub-triggered sweep
 from local.errors import StartError
 from local.processes import ManagedProcess, free_port
 
@@ -15,7 +16,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FUNCTION_SOURCE = REPO_ROOT / "functions" / "main.py"
 LISTEN_HOST = "127.0.0.1"
 START_TIMEOUT_SECONDS = 30.0
-SWEEP_ENTRY_POINT = "sweep_mail"  # the Pub/Sub-triggered sweep (Cloud Scheduler -> topic -> Eventarc)
 
 
 def _listening(port: int) -> bool:
@@ -26,10 +26,12 @@ def _listening(port: int) -> bool:
         return False
 
 
-def start_function(env: dict[str, str], log_path: Path, port: int = 0, *, target: str = ENTRY_POINT,
-                   source: Path = FUNCTION_SOURCE) -> tuple[ManagedProcess, str]:
+def launch_function(env: dict[str, str], log_path: Path, port: int = 0, *, target: str = ENTRY_POINT,
+                    source: Path = FUNCTION_SOURCE) -> tuple[ManagedProcess, int]:
     """Start functions-framework serving the CloudEvent function `target` of `source` (functions/main.py)
-    with `env` (the deployed function's variables); returns it and its URL."""
+    with `env` (the deployed function's variables), without waiting for it; returns it and its port.
+    Call from a thread that outlives the process: Linux sends the parent-death signal when the thread
+    that started a child ends, not only the process."""
     command = Path(sys.executable).parent / "functions-framework"
     if not command.exists():
         raise StartError(f"function: {command} is missing; run `make install`")
@@ -42,9 +44,22 @@ def start_function(env: dict[str, str], log_path: Path, port: int = 0, *, target
         env=env,
         cwd=REPO_ROOT,
     )
+    return process, port
+
+
+def wait_until_serving(process: ManagedProcess, port: int) -> str:
+    """Wait until a launched function listens; returns its URL. Stops it and raises StartError if it
+    exits or does not listen in time."""
     try:
         process.wait_until(lambda: _listening(port), START_TIMEOUT_SECONDS, f"listened on port {port}")
     except BaseException:
         process.stop()
         raise
-    return process, f"http://{LISTEN_HOST}:{port}/"
+    return f"http://{LISTEN_HOST}:{port}/"
+
+
+def start_function(env: dict[str, str], log_path: Path, port: int = 0, *, target: str = ENTRY_POINT,
+                   source: Path = FUNCTION_SOURCE) -> tuple[ManagedProcess, str]:
+    """launch_function, then wait_until_serving: the running function and its URL."""
+    process, port = launch_function(env, log_path, port, target=target, source=source)
+    return process, wait_until_serving(process, port)

@@ -2,35 +2,44 @@
 
     SMTP inbox (STARTTLS + AUTH, .eml files) + its web page
     Firestore emulator (node emulator/start.mjs)
-    the function under functions-framework, with the deployed environment (stacks/Pulumi.local.yaml)
-    the trigger bridge (the deployed trigger's event type and document filter)
+    the functions under functions-framework, with the deployed environment (stacks/Pulumi.local.yaml):
+        process_mail, and sweep_mail (retries, sendAt, lapsed attempts) in a second process
+    the trigger bridge (the deployed trigger's event type and document filter) -> process_mail
+    the scheduler (Cloud Scheduler -> Pub/Sub -> Eventarc) -> sweep_mail every `sweep_seconds`
 
 Everything listens on 127.0.0.1, on free ports unless given.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from google.cloud import firestore
 
 from infra.config import MailerSettings
+from infra.sweep import MESSAGE_DATA as SWEEP_MESSAGE_DATA
 from local.bridge import TriggerBridge, http_deliverer
 from local.documents import emulator_client
 from local.emulator import EmulatorAddress, start_emulator
-from local.function import start_function
+from local.eventarc import pubsub_event
+from local.function import SWEEP_ENTRY_POINT, launch_function, wait_until_serving
 from local.inbox import SmtpInbox
 from local.inbox_web import InboxWeb
+from local.scheduler import SweepScheduler
 from local.stackfile import (
     LOCAL_STACK_FILE,
     function_process_environment,
     load_local_settings,
     local_smtp_uri,
     smtp_user,
+    sweep_event_source,
+    sweep_process_environment,
     trigger_filter,
 )
 from local.state import FolderLock, StackState
@@ -45,8 +54,18 @@ class Ports:
     smtp: int = 0
     inbox_web: int = 0
     function: int = 0
+    sweep: int = 0
     emulator: int = 0
     emulator_admin: int = 0
+
+
+# The sweep's period on this machine: short, so retries and sendAt can be watched (deployed: a cron,
+# at most once a minute).
+DEFAULT_SWEEP_SECONDS = 2.0
+# One sweep call may run as long as the longest sweep function timeout (mailer:sweepTimeoutSeconds <= 540).
+SWEEP_CALL_TIMEOUT_SECONDS = 600.0
+# What the local scheduler's Pub/Sub messages carry (sweep_mail reads none of it): the deployed job's data.
+SWEEP_MESSAGE = base64.b64decode(SWEEP_MESSAGE_DATA)
 
 
 def _empty_inbox(folder: Path) -> None:
@@ -58,8 +77,13 @@ def _empty_inbox(folder: Path) -> None:
 
 class LocalStack:
     def __init__(self, state_dir: Path, *, stack_file: Path = LOCAL_STACK_FILE, ports: Ports = Ports(),
-                 templates_dir: Path = TEMPLATES_DIR) -> None:
+                 templates_dir: Path = TEMPLATES_DIR, sweep_seconds: float | None = DEFAULT_SWEEP_SECONDS) -> None:
+        """sweep_seconds: how often the scheduler calls sweep_mail; None starts neither (no retries,
+        no sendAt: documents wait in RETRY or PENDING)."""
+        if sweep_seconds is not None and sweep_seconds <= 0:
+            raise ValueError(f"sweep_seconds must be positive, not {sweep_seconds}")
         self.state_dir = state_dir
+        self.sweep_seconds = sweep_seconds
         self.stack_file = stack_file
         self.templates_dir = templates_dir
         self.ports = ports
@@ -69,7 +93,9 @@ class LocalStack:
         self.web: InboxWeb
         self.emulator: EmulatorAddress
         self.function_url: str
+        self.sweep_url: str | None = None
         self.bridge: TriggerBridge
+        self.scheduler: SweepScheduler | None = None
         self.client: firestore.Client
         self.templates: list[str] = []  # names seeded into the templates collection
         self._smtp_password = ""  # kept only so tests can prove it appears nowhere
@@ -88,6 +114,10 @@ class LocalStack:
     @property
     def function_log(self) -> Path:
         return self.state_dir / "function.log"
+
+    @property
+    def sweep_log(self) -> Path:
+        return self.state_dir / "sweep.log"
 
     @property
     def emulator_log(self) -> Path:
@@ -122,18 +152,44 @@ class LocalStack:
             smtp_uri = local_smtp_uri(
                 settings.smtp_connection_uri, host=self.inbox.host, port=self.inbox.port, ca_file=str(tls.ca_file)
             )
-            environment = function_process_environment(
-                settings, smtp_uri=smtp_uri, smtp_password=password, emulator_host=self.emulator.host
+            secrets_and_hosts = {"smtp_uri": smtp_uri, "smtp_password": password, "emulator_host": self.emulator.host}
+            self._start_functions(
+                started,
+                function_process_environment(settings, **secrets_and_hosts),
+                sweep_process_environment(settings, **secrets_and_hosts) if self.sweep_seconds else None,
             )
-            function_process, self.function_url = start_function(environment, self.function_log, self.ports.function)
-            started.callback(function_process.stop)
 
             self.bridge = TriggerBridge(
                 f"{self.emulator.admin_url}/changes", http_deliverer(self.function_url), **trigger_filter(settings)
             )
             self.bridge.start()
             started.callback(self.bridge.stop)
+
+            if self.sweep_url and self.sweep_seconds:
+                self.scheduler = SweepScheduler(
+                    http_deliverer(self.sweep_url, SWEEP_CALL_TIMEOUT_SECONDS),
+                    partial(pubsub_event, data=SWEEP_MESSAGE, **sweep_event_source(settings)),
+                    self.sweep_seconds,
+                )
+                self.scheduler.start()
+                started.callback(self.scheduler.stop)
             self._resources = started.pop_all()
+
+    def _start_functions(self, started: ExitStack, environment: dict[str, str],
+                         sweep_environment: dict[str, str] | None) -> None:
+        """process_mail and (unless sweep_environment is None) sweep_mail, each in its own
+        functions-framework process: both launched, then both waited for (each takes seconds to import)."""
+        process, port = launch_function(environment, self.function_log, self.ports.function)
+        started.callback(process.stop)
+        launched = [(process, port)]
+        if sweep_environment is not None:
+            process, port = launch_function(sweep_environment, self.sweep_log, self.ports.sweep,
+                                            target=SWEEP_ENTRY_POINT)
+            started.callback(process.stop)
+            launched.append((process, port))
+        urls = [wait_until_serving(process, port) for process, port in launched]
+        self.function_url = urls[0]
+        self.sweep_url = urls[1] if len(urls) > 1 else None
 
     def stop(self) -> None:
         """Stop everything that was started, newest first; safe to call twice."""
@@ -156,6 +212,8 @@ class LocalStack:
             emulator_host=self.emulator.host,
             emulator_admin_url=self.emulator.admin_url,
             function_url=self.function_url,
+            sweep_url=self.sweep_url,
+            sweep_seconds=self.sweep_seconds,
             inbox_url=self.web.url,
             inbox_dir=str(self.inbox_dir),
             smtp_address=f"{self.inbox.host}:{self.inbox.port}",

@@ -34,6 +34,9 @@ class StackState:
     mail_collection: str
     templates_collection: str | None
     templates_dir: str  # where `make send` re-reads templates from
+    # The sweep (retries, sendAt): when it runs, RETRY is not an outcome yet and `make send` waits on.
+    sweep_url: str | None = None
+    sweep_seconds: float | None = None
 
 
 def write_state(folder: Path, state: StackState) -> Path:

@@ -251,3 +251,12 @@ def test_functions_framework_takes_the_event_as_a_pubsub_cloudevent(tmp_path: Pa
     assert first["attributes"]["source"] == "//pubsub.googleapis.com/projects/demo-mailer/topics/mailer-sweep"
     assert first["data"]["subscription"] == "projects/demo-mailer/subscriptions/eventarc-sweep-sub"
     assert first["data"]["message"]["messageId"] == first["attributes"]["id"]
+
+
+def test_the_local_sweep_is_wired_as_the_deployed_one() -> None:
+    # The entry point, event type and message come from infra/sweep.py, which deploys them.
+    from infra import sweep
+    from local.stack import SWEEP_MESSAGE
+
+    assert (SWEEP_ENTRY_POINT, PUBSUB_EVENT_TYPE) == (sweep.ENTRY_POINT, sweep.EVENT_TYPE)
+    assert base64.b64encode(SWEEP_MESSAGE).decode() == sweep.MESSAGE_DATA
