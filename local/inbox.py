@@ -31,6 +31,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from local.errors import StartError
+from local.mailbox import STORED_STAMP
 from local.tls import LocalTls
 
 LISTEN_HOST = "127.0.0.1"
@@ -163,7 +164,7 @@ class SmtpInbox:
 
     def _store(self, data: bytes) -> str:
         # Names sort in arrival order and are safe in URLs (see local.mailbox.MESSAGE_ID).
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = datetime.now(timezone.utc).strftime(STORED_STAMP)
         message_id = f"{stamp}-{next(self._sequence):04d}"
         partial = self.folder / f".{message_id}.part"
         partial.write_bytes(data)

@@ -8,13 +8,14 @@ import email
 import email.policy
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import unquote
 
 # Ids are file names made by local.inbox; anything else (paths, dots) is refused before touching disk.
 MESSAGE_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,127}$")
+STORED_STAMP = "%Y%m%dT%H%M%S%fZ"  # how local.inbox names files: <stamp>-<sequence>.eml
 _CID_REFERENCE = re.compile(r"cid:([^\"'\s)>]+)", re.IGNORECASE)
 
 
@@ -28,6 +29,15 @@ class StoredMessage:
     recipients: str  # To header
     subject: str
     message_id: str  # Message-ID header, with <>
+
+    @property
+    def stored_at(self) -> datetime | None:
+        """When the inbox stored it, to the microsecond (UTC), read from the name local.inbox gives each
+        file; None for a file named otherwise."""
+        try:
+            return datetime.strptime(self.id.split("-", 1)[0], STORED_STAMP).replace(tzinfo=timezone.utc)
+        except ValueError:
+            return None
 
 
 @dataclass(frozen=True)

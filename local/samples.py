@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 # A small inline image, referenced from the html as cid:logo (SVG: text, so it fits in a document).
@@ -23,6 +24,16 @@ class Sample:
     expected_error: str | None = None
     expected_subject: str | None = None
     expected_attachments: tuple[str, ...] = field(default=())
+    # delivery.attempts once settled (None: not checked; a refused document is never attempted).
+    expected_attempts: int | None = None
+    # Written with `sendAt` this many seconds after the write; it must not arrive before that time.
+    send_after_seconds: float | None = None
+
+    def document_at(self, written: datetime) -> dict[str, Any]:
+        """The document as written at `written` (an aware datetime): with its sendAt, if it has one."""
+        if self.send_after_seconds is None:
+            return self.document
+        return {**self.document, "sendAt": written + timedelta(seconds=self.send_after_seconds)}
 
 
 PLAIN = Sample(
@@ -37,6 +48,7 @@ PLAIN = Sample(
     },
     expected_state="SUCCESS",
     expected_subject="Hello from the mailer demo",
+    expected_attempts=1,
 )
 
 HTML = Sample(
@@ -62,6 +74,43 @@ HTML = Sample(
     expected_state="SUCCESS",
     expected_subject="Your monthly report",
     expected_attachments=("report.csv", "logo.svg"),
+    expected_attempts=1,
+)
+
+# The local inbox refuses the first copy for a +tempfail recipient (451 after DATA, see local/inbox.py):
+# the attempt ends in RETRY, and the sweep sends the same message (same Message-ID) once the backoff
+# (mailer:retryBackoffSeconds) has passed.
+RETRIED = Sample(
+    doc_id="demo-retry",
+    what="451 once, then retried",
+    document={
+        "to": "Ada Lovelace <ada+tempfail@example.com>",
+        "message": {
+            "subject": "Delivered on the second attempt",
+            "text": "The inbox refused the first attempt with 451 (temporary); the sweep sent it again.",
+        },
+    },
+    expected_state="SUCCESS",
+    expected_subject="Delivered on the second attempt",
+    expected_attempts=2,
+)
+
+# Written with sendAt a few seconds ahead: the created event leaves it PENDING until then, and the first
+# sweep after that time sends it.
+SCHEDULED = Sample(
+    doc_id="demo-scheduled",
+    what="sendAt = now + 5 s",
+    document={
+        "to": "grace@example.com",
+        "message": {
+            "subject": "Sent at its sendAt",
+            "text": "This document was written with sendAt 5 seconds ahead; it was not sent before then.",
+        },
+    },
+    expected_state="SUCCESS",
+    expected_subject="Sent at its sendAt",
+    expected_attempts=1,
+    send_after_seconds=5.0,
 )
 
 INVALID = Sample(
@@ -89,6 +138,7 @@ TEMPLATE = Sample(
     },
     expected_state="SUCCESS",
     expected_subject="Your verification code: 424242",
+    expected_attempts=1,
 )
 
 
@@ -97,5 +147,5 @@ def demo_samples(templates: list[str]) -> list[Sample]:
     samples = [PLAIN, HTML]
     if TEMPLATE.document["template"]["name"] in templates:
         samples.append(TEMPLATE)
-    samples.append(INVALID)
+    samples += [RETRIED, SCHEDULED, INVALID]
     return samples
