@@ -3,11 +3,14 @@
     python -m local.send --to ada@example.com --subject Hi --text Hello [--html '<p>Hi</p>'] [--cc ...]
     python -m local.send --to ada@example.com --template SignIn --data '{"code": "123456"}'
     python -m local.send --json mail.json        (a whole mail document; - reads stdin)
+    python -m local.send ... --send-at +30       (sendAt 30 s from now; or a time such as 2030-01-01T09:00:00+01:00)
 
 Templates are re-read from templates/ before every send, so an edited template shows in the next email.
 
-Finds the stack through .demo/state.json (written by `make demo ARGS=--serve`). Exit code: 0 SUCCESS,
-1 any other outcome, 2 no running stack or bad arguments.
+Finds the stack through .demo/state.json (written by `make demo ARGS=--serve`). While its sweep runs, a
+RETRY is not the end: this waits until the document is SUCCESS or ERROR (retries included, up to
+--timeout seconds after its sendAt). Exit code: 0 SUCCESS, 1 any other outcome, 2 no running stack or bad
+arguments.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
 from google.api_core import exceptions as google_errors
 from google.cloud import firestore
 
-from local.documents import emulator_client, wait_for_delivery
+from local.documents import FINAL_STATES, SETTLED_STATES, emulator_client, wait_for_delivery
 from local.mailbox import list_messages
 from local.state import DEFAULT_STATE_DIR, StackState, StateError, read_state
 from local.template_seed import load_template_documents, seed_templates
@@ -52,8 +56,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--template", metavar="NAME", help="render templates/NAME.yaml (re-read on every send)")
     parser.add_argument("--data", metavar="JSON", help='with --template: its data, e.g. \'{"code": "123456"}\'')
     parser.add_argument("--json", type=Path, metavar="FILE", help="a whole mail document as JSON (- for stdin)")
+    parser.add_argument("--send-at", metavar="WHEN",
+                        help="sendAt: +SECONDS from now, or an ISO 8601 time with an offset (2030-01-01T09:00:00Z)")
     parser.add_argument("--id", dest="doc_id", help="document id (default: a generated one)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the outcome (default 30)")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait for the outcome, counted from sendAt if later (default 30)")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="the running stack's folder (default .demo)")
     return parser.parse_args(argv)
 
@@ -100,6 +107,24 @@ def build_document(args: argparse.Namespace) -> dict[str, Any]:
     return document
 
 
+def parse_send_at(text: str, now: datetime) -> datetime:
+    """--send-at: `+SECONDS` after `now`, or an ISO 8601 time with an explicit offset (as sendAt strings
+    must have one)."""
+    if text.startswith("+"):
+        try:
+            seconds = float(text[1:])
+        except ValueError:
+            raise UsageError(f"--send-at: {text!r} is not +SECONDS (such as +30)") from None
+        return now + timedelta(seconds=seconds)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--send-at: {text!r} is neither +SECONDS nor an ISO 8601 time such as 2030-01-01T09:00:00Z") from None
+    if moment.tzinfo is None:
+        raise UsageError(f"--send-at: {text!r} has no offset; add Z or one such as +01:00")
+    return moment.astimezone(timezone.utc)
+
+
 def _template_data(text: str | None) -> dict[str, Any]:
     if text is None:
         return {}
@@ -120,6 +145,11 @@ def _report(path: str, delivery: dict[str, Any], state: StackState, out: TextIO)
     for key in ("accepted", "rejected"):
         if info.get(key):
             print(f"  {key:<9} {', '.join(info[key])}", file=out)
+    attempts, history = delivery.get("attempts"), delivery.get("attemptHistory") or []
+    if isinstance(attempts, int) and attempts > 1:
+        failures = "; ".join(f"attempt {entry.get('attempt')}: {entry.get('error')}" for entry in history
+                             if isinstance(entry, dict))
+        print(f"  attempts  {attempts}" + (f" ({failures})" if failures else ""), file=out)
     message_id = info.get("messageId")
     received = next((m for m in list_messages(Path(state.inbox_dir)) if message_id and m.message_id == message_id), None)
     if received is not None:
@@ -138,17 +168,24 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = parse_args(argv)
     try:
         document = build_document(args)
+        wait = args.timeout
+        if args.send_at is not None:
+            now = datetime.now(timezone.utc)
+            document["sendAt"] = parse_send_at(args.send_at, now)
+            wait += max(0.0, (document["sendAt"] - now).total_seconds())
         state = read_state(args.state_dir.resolve())
     except (UsageError, StateError) as error:
         print(f"make send: {error}", file=sys.stderr)
         return 2
+    # Without a sweep nothing acts on a RETRY, so the first attempt's outcome is the answer.
+    states = SETTLED_STATES if state.sweep_url else FINAL_STATES
     client = emulator_client(state.emulator_host, state.project, state.database)
     collection = client.collection(state.mail_collection)
     reference = collection.document(args.doc_id) if args.doc_id else collection.document()
     try:
         _refresh_templates(client, state)
         reference.create(document)
-        delivery = wait_for_delivery(reference, args.timeout)
+        delivery = wait_for_delivery(reference, wait, states)
     except google_errors.AlreadyExists:
         print(f"make send: --id: {reference.path} already exists; pick another id", file=sys.stderr)
         return 2

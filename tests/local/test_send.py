@@ -12,12 +12,14 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from local import send
+from local.documents import emulator_client
 from local.mailbox import list_messages, load_message
 from local.state import StackState, read_state
 from local.template_seed import TEMPLATES_DIR
@@ -121,6 +123,41 @@ def test_send_refuses_an_existing_id(served: ServedStack, capsys: pytest.Capture
     assert capsys.readouterr().err.strip() == f"make send: --id: {served.state.mail_collection}/taken already exists; pick another id"
 
 
+def test_send_waits_through_a_retry_and_says_why_it_took_two_attempts(served: ServedStack) -> None:
+    # The inbox refuses the first copy for a +tempfail recipient; with the sweep running RETRY is not the
+    # outcome, so make send waits for the sweep's second attempt.
+    code, output = served.send("--to", "ada+tempfail@example.com", "--subject", "Twice", "--text", "t")
+    assert code == 0, output
+    lines = output.splitlines()
+    assert lines[0].endswith(": SUCCESS")
+    assert "  attempts  2 (attempt 1: SMTP 451 4.3.0 Temporary local failure (demo: fails once))" in lines
+    assert received_subject(served, output) == "Twice"
+
+
+def test_send_at_holds_the_email_until_then(served: ServedStack) -> None:
+    started = datetime.now(timezone.utc)
+    code, output = served.send("--to", "ada@example.com", "--subject", "Later", "--text", "t", "--send-at", "+3",
+                               "--id", "send-at")
+    assert code == 0, output
+    client = emulator_client(served.state.emulator_host, served.state.project, served.state.database)
+    try:
+        send_at = client.collection(served.state.mail_collection).document("send-at").get().get("sendAt")
+    finally:
+        client.close()
+    assert timedelta(seconds=2.9) < send_at - started < timedelta(seconds=4)
+    [link] = [line.split()[-1] for line in output.splitlines() if line.startswith("  inbox")]
+    [message] = [m for m in list_messages(Path(served.state.inbox_dir)) if link.endswith("/" + m.id)]
+    assert message.stored_at >= send_at
+    assert "  attempts" not in output  # one attempt, made by the sweep
+
+
+def test_send_at_takes_a_time_with_an_offset() -> None:
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    assert send.parse_send_at("+90", now) == now + timedelta(seconds=90)
+    assert send.parse_send_at("2030-01-01T09:00:00+01:00", now) == datetime(2030, 1, 1, 8, 0, tzinfo=timezone.utc)
+    assert send.parse_send_at("2030-01-01T08:00:00Z", now) == datetime(2030, 1, 1, 8, 0, tzinfo=timezone.utc)
+
+
 def received_subject(served: ServedStack, output: str) -> str:
     [link] = [line.split()[-1] for line in output.splitlines() if line.startswith("  inbox")]
     message_id = link.rsplit("/", 1)[-1]
@@ -163,6 +200,9 @@ def test_a_broken_template_file_stops_send_naming_the_file(served: ServedStack, 
         (["--subject", "no recipient"], None, "--to: at least one recipient is required"),
         (["--to", "ada@example.com", "--data", "{}"], None, "--data: only goes with --template NAME"),
         (["--to", "ada@example.com", "--template", "Generic", "--data", "[1]"], None, "--data: must be a JSON object, not list"),
+        (["--to", "ada@example.com", "--send-at", "+soon"], None, "--send-at: '+soon' is not +SECONDS"),
+        (["--to", "ada@example.com", "--send-at", "tomorrow"], None, "--send-at: 'tomorrow' is neither +SECONDS nor"),
+        (["--to", "ada@example.com", "--send-at", "2030-01-01T09:00:00"], None, "has no offset; add Z"),
     ],
 )
 def test_arguments_that_make_no_document_exit_2(
@@ -190,11 +230,15 @@ def test_serve_stops_everything_and_forgets_its_state(tmp_path: Path, sig: int) 
     try:
         output = stack.output.read_text()
         assert stack.state.inbox_url in output and stack.state.function_url in output
+        [sweep_line] = [line for line in output.splitlines() if line.startswith("  sweep ")]
+        assert stack.state.sweep_url in sweep_line and "every 2 s" in sweep_line and "sweep.log" in sweep_line
+        assert stack.state.sweep_seconds == 2
         assert f"FIRESTORE_EMULATOR_HOST={stack.state.emulator_host}" in output
         listening = {
             "emulator": stack.state.emulator_host,
             "emulator admin": urlsplit(stack.state.emulator_admin_url).netloc,
             "function": urlsplit(stack.state.function_url).netloc,
+            "sweep": urlsplit(stack.state.sweep_url).netloc,
             "smtp": stack.state.smtp_address,
             "inbox page": urlsplit(stack.state.inbox_url).netloc,
         }
