@@ -20,8 +20,10 @@ pass; occurrences are counted across all connections through this proxy):
     heal()                        disarm all of the above
 
 Points: "greeting" (the server's first reply), a command verb as the client sends it ("EHLO", "MAIL",
-"RCPT", "DATA", "RSET", "QUIT", ...: the line is not forwarded), "before end of data" (the message
-is forwarded except its final ".\\r\\n": the server discards it, while the client, whose data is all
+"RCPT", "DATA", "RSET", "QUIT", ...: the line is not forwarded), "start of data" (the first bytes of
+the message after the 354: with a message larger than the socket buffers, a cut there fails the
+client while it is still writing, before its final "."), "before end of data" (the message is
+forwarded except its final ".\\r\\n": the server discards it, while the client, whose data is all
 written, cannot tell this from a lost reply) and "after end of data" (the whole message is forwarded
 and the server's reply is read and dropped: the server has the message, the client never hears).
 
@@ -51,7 +53,7 @@ import pytest
 
 from tests.support.smtp import LISTEN_HOST, build_uri
 
-SPECIAL_POINTS = ("greeting", "before end of data", "after end of data")
+SPECIAL_POINTS = ("greeting", "start of data", "before end of data", "after end of data")
 _VERB = re.compile(rb"[A-Za-z]{1,20}")
 _END_OF_DATA = b"\r\n.\r\n"
 _MAX_LINE = 4096  # a longer "command line" is not SMTP: stop looking for a verb in it
@@ -72,7 +74,8 @@ class _Fault:
 
 class FaultProxy:
     """See the module docstring. Counters: connections (accepted, including ones reset on purpose),
-    active_connections, fired (a line per fault that fired, in order, e.g. "cut after end of data")."""
+    active_connections, fired (a line per fault as it took effect, in order: "reset at connect",
+    "refuse connections", "cut at MAIL", "stall after end of data", ...)."""
 
     def __init__(
         self,
@@ -159,6 +162,8 @@ class FaultProxy:
         """Close the listening socket: new connections are refused by the kernel."""
         with self._lock:
             listener, self._listener = self._listener, None
+            if listener is not None:
+                self.fired.append("refuse connections")
         if listener is not None:
             _close_listener(listener)
 
@@ -300,6 +305,7 @@ class _Link:
         self._mode = "command"  # command, await354, data, awaittls, opaque
         self._line = b""  # a command line not yet complete
         self._tail = b""  # the last bytes of message data (end of data may span chunks)
+        self._data_started = False
         self._greeted = False
         self._hold_reply = 0.0  # stall the server's next reply this long
         self._swallow_reply = False
@@ -386,6 +392,9 @@ class _Link:
             index = 0
             while index < len(data) and self._mode != "opaque":
                 if self._mode == "data":
+                    if not self._data_started:
+                        self._data_started = True
+                        events.append((index, "start of data"))
                     window = self._tail + data[index:]
                     found = window.find(_END_OF_DATA)
                     if found < 0:
@@ -425,6 +434,7 @@ class _Link:
             with self._lock:
                 if self._mode == "await354":
                     self._mode, self._tail = ("data", b"\r\n") if data.startswith(b"354") else ("command", b"")
+                    self._data_started = False
                 elif self._mode == "awaittls":
                     self._mode = "opaque" if data.startswith(b"220") else "command"
             if self._swallow_reply:  # the reply to the end of data: the client never gets it

@@ -403,7 +403,12 @@ class _ScriptedSMTP(SMTP):
         """Stop answering for Behaviour.stall_seconds when the script says so at this point."""
         behaviour = self.owner.behaviour
         if behaviour.stall_at == point:
-            await asyncio.sleep(behaviour.stall_seconds)
+            try:
+                await asyncio.sleep(behaviour.stall_seconds)
+            except asyncio.CancelledError:  # the client gave up; before the greeting's push
+                if self.transport is not None:  # aiosmtpd would leave the connection half-open
+                    self.transport.close()
+                raise
 
     async def smtp_EHLO(self, arg: str) -> None:
         await self.stall("EHLO")
