@@ -36,9 +36,12 @@ demo: install
 send: install
 	@$(PY) -m local.send $(ARGS)
 
-# Cost per email and local delivery speed; prints figures, asserts nothing. ARGS="--emails 500 --template".
+# Cost per email and local delivery speed, then retries under load, the sweep's drain rate and idle cost;
+# prints figures, asserts nothing. ARGS="--emails 500 --template", RELIABILITY_ARGS="--emails 1000 --backlog 10000".
 bench: install
 	@$(PY) -m bench.pipeline $(ARGS)
+	@echo
+	@$(PY) -m bench.reliability $(RELIABILITY_ARGS)
 
 # Hand mail documents that have no `delivery` (written before the first deploy, or while the trigger was
 # missing) to the sweep. A dry run unless ARGS has --apply; see README "Operations: backfill".
