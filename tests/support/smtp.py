@@ -78,7 +78,8 @@ class Behaviour:
     data_reply: str | None = None
     # At this command ("MAIL", "RCPT" or "DATA" = after the message), reply 421 and hang up.
     close_with_421_at: str | None = None
-    # Receive the whole message, then close the connection without replying.
+    # Receive the whole message, then close the connection without replying; the message is not
+    # recorded (drop_after_data_received_times records it: the server kept it).
     drop_during_data: bool = False
     # Delay the reply at this point ("greeting", "EHLO", "MAIL", "RCPT", "DATA" = final reply).
     slow_reply_at: str | None = None
@@ -523,13 +524,13 @@ class _Handler:
 
     async def handle_DATA(self, server: _ScriptedSMTP, session: Session, envelope: Envelope) -> str:
         owner, behaviour = self.owner, self.owner.behaviour
-        if behaviour.drop_during_data:
+        owner.data_received += 1
+        if behaviour.drop_during_data:  # (not recorded: as if the server lost it)
             owner.dropped_during_data += 1
             await server.hang_up(None)
             await asyncio.Event().wait()  # cancelled by connection_lost
         if behaviour.close_with_421_at == "DATA":
             await self._hang_up_with_421(server)
-        owner.data_received += 1
         scripted = behaviour.data_reply_for(owner.data_received)
         if scripted == HANG_UP:  # the server has the message; the reply never leaves
             self._record(server, session, envelope, response=None)

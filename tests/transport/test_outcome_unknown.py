@@ -13,7 +13,7 @@ import pytest
 
 from mailer.transport import DeliveryError
 from tests.support.faultproxy import FaultProxy
-from tests.support.smtp import HANG_UP, Behaviour
+from tests.support.smtp import Behaviour
 from tests.transport.helpers import RECIPIENT, SENDER, make_message
 
 SECRET = "Quokka-Nebula-4471"
