@@ -136,19 +136,19 @@ def test_it_posts_the_event_every_period(sweep_server: SweepServer) -> None:
     assert len({call.headers["ce-id"] for call in calls}) == len(calls)
     # About one call per period: not a busy loop, not a lazy one.
     gaps = [later.start - earlier.start for earlier, later in zip(calls, calls[1:])]
-    assert all(0.08 <= gap <= 0.5 for gap in gaps), gaps
+    assert all(0.08 <= gap <= 1.0 for gap in gaps), gaps
 
 
 def test_a_call_never_starts_before_the_previous_one_returned(sweep_server: SweepServer) -> None:
-    # Each call takes three periods: Cloud Scheduler would pile them up; this scheduler waits.
-    sweep_server.delay = 0.3
-    with SweepScheduler(http_deliverer(sweep_server.url), EVENT, period=0.1) as scheduler:
-        wait_until(lambda: len(sweep_server.calls) >= 3, 10, "three slow sweeps")
+    # Each call takes two periods: Cloud Scheduler would pile them up; this scheduler waits.
+    sweep_server.delay = 0.6
+    with SweepScheduler(http_deliverer(sweep_server.url), EVENT, period=0.3) as scheduler:
+        wait_until(lambda: len(sweep_server.calls) >= 3, 15, "three slow sweeps")
     calls = list(sweep_server.calls)
     assert sweep_server.most_at_once == 1
     assert all(later.start >= earlier.end for earlier, later in zip(calls, calls[1:]))
-    # ... and the next call follows at once (missed ticks are dropped, not made up in a burst).
-    assert all(later.start - earlier.end < 0.1 for earlier, later in zip(calls, calls[1:]))
+    # ... and the next call follows at once, not a period later (missed ticks are dropped, not made up).
+    assert all(later.start - earlier.end < 0.15 for earlier, later in zip(calls, calls[1:]))
     assert scheduler.sweeps == len(calls)
 
 
