@@ -31,8 +31,9 @@ RETRY_POLICY = "RETRY_POLICY_RETRY"
 INGRESS = "ALLOW_INTERNAL_ONLY"
 TTL_FIELD = "delivery.expireAt"
 LABELS = {"app": "mailer", "managed-by": "pulumi"}
-# A PROCESSING claim must outlast the function's timeout, or a slow send could be claimed (and sent)
-# a second time while the first attempt is still running.
+# A PROCESSING claim must outlast every attempt, or a slow send could be claimed (and sent) a second
+# time while the first is still running. Attempts run in process_mail and in sweep_mail, each killed at
+# its own timeout, so the lease is the longer timeout plus a margin.
 LEASE_MARGIN_SECONDS = 60
 
 
@@ -51,6 +52,11 @@ def document_pattern(collection: str) -> str:
     return f"{collection}/{{docId}}"
 
 
+def lease_seconds(settings: MailerSettings) -> int:
+    """How long a claim holds: the longest an attempt can run (either function's timeout) plus a margin."""
+    return max(settings.timeout_seconds, settings.sweep_timeout_seconds) + LEASE_MARGIN_SECONDS
+
+
 def function_environment(settings: MailerSettings, smtp_uri: pulumi.Input[str]) -> dict[str, pulumi.Input[str]]:
     """The plain environment the function reads; optional settings that are unset are left out."""
     environment: dict[str, pulumi.Input[str]] = {
@@ -62,7 +68,7 @@ def function_environment(settings: MailerSettings, smtp_uri: pulumi.Input[str]) 
         "DATABASE": settings.database,
         "GOOGLE_CLOUD_PROJECT": settings.project,
         "MAX_MESSAGE_BYTES": str(settings.max_message_bytes),
-        "LEASE_SECONDS": str(settings.timeout_seconds + LEASE_MARGIN_SECONDS),
+        "LEASE_SECONDS": str(lease_seconds(settings)),
         # Retries and the sweep. Both functions get all of these: each runs the same attempt path, and
         # one environment for both keeps the local run (infra's own function_environment) identical.
         "MAX_ATTEMPTS": str(settings.max_attempts),

@@ -215,8 +215,8 @@ def test_function_settings_follow_the_stack_config(pulumi_mocks: PulumiHarness, 
         "DATABASE": settings.database,
         "GOOGLE_CLOUD_PROJECT": settings.project,
         "MAX_MESSAGE_BYTES": str(settings.max_message_bytes),
-        # The claim's lease outlasts the function's timeout.
-        "LEASE_SECONDS": str(settings.timeout_seconds + 60),
+        # The claim's lease outlasts both functions' timeouts.
+        "LEASE_SECONDS": str(max(settings.timeout_seconds, settings.sweep_timeout_seconds) + 60),
         "MAX_ATTEMPTS": str(settings.max_attempts),
         "RETRY_BACKOFF_SECONDS": str(settings.retry_backoff_seconds),
         "RETRY_BACKOFF_MAX_SECONDS": str(settings.retry_backoff_max_seconds),

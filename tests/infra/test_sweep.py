@@ -217,8 +217,8 @@ def test_retry_and_sweep_settings_reach_both_functions_and_the_job(pulumi_mocks:
         )} == {
             "MAX_ATTEMPTS": "8", "RETRY_BACKOFF_SECONDS": "30", "RETRY_BACKOFF_MAX_SECONDS": "600",
             "DELIVERY_GUARANTEE": "at-most-once", "SWEEP_WORKERS": "16", "SWEEP_BUDGET_SECONDS": "510",
-            # The lease still follows process_mail's timeout.
-            "LEASE_SECONDS": "180",
+            # The lease outlasts the longer of the two timeouts (the sweep's 540 s here).
+            "LEASE_SECONDS": "600",
         }, entry_point
     service = run.function("sweep_mail").inputs["serviceConfig"]
     assert (service["timeoutSeconds"], service["availableMemory"], service["availableCpu"]) == (540, "2Gi", "2")
