@@ -42,6 +42,11 @@ CONCURRENCY = 1
 TIME_ZONE = "Etc/UTC"
 # sweep_mail ignores the payload; Pub/Sub only needs a message that is not empty.
 MESSAGE = {"source": "mailer-sweep-schedule"}
+
+
+def topic_name(resource_prefix: str) -> str:
+    """The sweep's Pub/Sub topic (and scheduler job) name; the local scheduler names its events after it."""
+    return f"{resource_prefix}-sweep"
 MESSAGE_DATA = base64.b64encode(json.dumps(MESSAGE, separators=(",", ":")).encode()).decode("ascii")
 
 IndexFields = tuple[tuple[str, str], ...]  # ((field path, "ASCENDING" | "DESCENDING"), ...)
@@ -102,7 +107,7 @@ class EmailSweep(pulumi.ComponentResource):
             return pulumi.ResourceOptions(parent=self, depends_on=list(resources))
 
         self.topic = gcp.pubsub.Topic(
-            f"{name}-topic", project=project, name=f"{prefix}-sweep", labels=dict(args.labels), opts=after(args.apis["pubsub"])
+            f"{name}-topic", project=project, name=topic_name(prefix), labels=dict(args.labels), opts=after(args.apis["pubsub"])
         )
 
         # Cloud Scheduler publishes as its service agent; it may publish to this topic and nowhere else.
@@ -176,7 +181,7 @@ class EmailSweep(pulumi.ComponentResource):
             f"{name}-job",
             project=project,
             region=settings.region,
-            name=f"{prefix}-sweep",
+            name=topic_name(prefix),
             description="Starts a mail sweep: retries, scheduled mail, client requests and lapsed attempts",
             schedule=settings.sweep_schedule,
             time_zone=TIME_ZONE,

@@ -15,6 +15,7 @@ import yaml
 
 from infra.config import MailerSettings, settings_problems
 from infra.mailer import EVENT_TYPE, document_pattern, function_environment
+from infra.sweep import topic_name
 from infra.stack_files import PROJECT_FILE, REPO_ROOT, stack_config
 
 LOCAL_STACK_FILE = REPO_ROOT / "stacks" / "Pulumi.local.yaml"
@@ -100,7 +101,7 @@ def sweep_event_source(settings: MailerSettings) -> dict[str, str]:
     sweep topic (`<resourcePrefix>-sweep`) and a push subscription named as Eventarc names its own."""
     return {
         "project": settings.project,
-        "topic": f"{settings.resource_prefix}-sweep",
+        "topic": topic_name(settings.resource_prefix),
         "subscription": f"eventarc-{settings.region}-{settings.resource_prefix}-sweep-mail-sub-000",
     }
 
