@@ -291,7 +291,7 @@ With --apply it sets, on each such document,
 with an update_time precondition equal to what the scan read: a document that the trigger or an app
 changed (or deleted) since the scan is skipped and counted, never overwritten. A document that has a
 delivery record is never touched, whatever its state. It sends no email and needs no SMTP
-credentials; the sweep sends the marked documents within one sweep period.
+credentials; the sweep sends the marked documents from its next call on.
 """
 
 EPILOG = """\
@@ -391,7 +391,7 @@ def report(args: argparse.Namespace, tally: Tally, out: TextIO, *, interrupted: 
         print(f"  ids without delivery: {_ids(tally.found_ids, tally.found)}", file=out)
     if tally.invisible:
         print(
-            f"  {tally.invisible} have a delivery record that no sweep query matches (no state, or PENDING/RETRY "
+            f"  {tally.invisible} {'has' if tally.invisible == 1 else 'have'} a delivery record that no sweep query matches (no state, or PENDING/RETRY "
             f"without nextAttemptTime, or PROCESSING without leaseExpireTime); left alone, look at them: "
             f"{_ids(tally.invisible_ids, tally.invisible)}",
             file=out,
@@ -423,8 +423,9 @@ def report(args: argparse.Namespace, tally: Tally, out: TextIO, *, interrupted: 
     print(f"Firestore billed {_plural(tally.reads, 'read')} and {_plural(tally.writes, 'write')}.", file=out)
     if tally.marked:
         print(
-            f"The sweep sends them within one sweep period: {_plural(SEND_READS_PER_EMAIL * tally.marked, 'read')} "
-            f"and {_plural(SEND_WRITES_PER_EMAIL * tally.marked, 'write')} more, plus a share of its calls.",
+            f"The sweep sends them from its next call on (a large backlog over several calls): "
+            f"{_plural(SEND_READS_PER_EMAIL * tally.marked, 'read')} and "
+            f"{_plural(SEND_WRITES_PER_EMAIL * tally.marked, 'write')} more, plus a share of its calls.",
             file=out,
         )
 
