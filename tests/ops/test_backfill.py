@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -264,18 +265,29 @@ def test_a_document_changed_between_scan_and_mark_is_skipped_not_overwritten(
     assert f"and {len(marked)} writes." in out
 
 
-def test_the_projected_scan_keeps_the_version_the_precondition_needs(firestore_client, unique_collection):
+def test_the_projected_scan_keeps_the_version_the_precondition_needs(
+    firestore_emulator, firestore_client, unique_collection
+):
     seed(firestore_client, unique_collection, 30)
+    firestore_emulator.reset_queries()
     tally = backfill.Tally()
 
     scanned = [snap for page in backfill.scan(firestore_client.collection(unique_collection), 7, tally) for snap in page]
 
+    queries = [query for query in firestore_emulator.queries() if query["collection"] == unique_collection]
     full = {snap.id: snap for snap in firestore_client.collection(unique_collection).stream()}
     assert [snap.id for snap in scanned] == sorted(full)
     for snap in scanned:
         assert set(snap.to_dict()) <= {"delivery"}  # bodies and addresses are not fetched
         assert snap.update_time == full[snap.id].update_time
     assert (tally.pages, tally.reads) == (5, 30)
+    assert queries == [{
+        "collection": unique_collection,
+        "parent": f"projects/{firestore_emulator.project}/databases/(default)/documents",
+        "filters": [],
+        "orderBy": [{"field": "__name__", "direction": "ASCENDING"}],
+        "limit": 7,
+    }] * 5
 
 
 def test_limit_marks_only_the_first_n_in_name_order(firestore_client, unique_collection, project, capsys):
@@ -321,58 +333,92 @@ def test_progress_is_rewritten_in_place_on_a_terminal():
     assert "\rbackfill: page 2, scanned 40, without delivery 12, marked 11, skipped 1\x1b[K" in text
 
 
-def test_a_firestore_failure_exits_1_with_one_line_and_what_was_done(
-    firestore_client, unique_collection, project, capsys, monkeypatch
+def test_a_firestore_refusal_mid_run_exits_1_with_one_line_and_what_was_done(
+    firestore_faults, firestore_client, unique_collection, project, capsys, monkeypatch
 ):
     seed(firestore_client, unique_collection, 40)
     real_mark = backfill.mark_pending
     calls = []
 
-    def fail_on_the_fourth(client, snapshot, now):
+    def refuse_the_fourth(client, snapshot, now):
         calls.append(snapshot.id)
         if len(calls) == 4:
-            raise google_errors.ServiceUnavailable("the database\nis unavailable")
+            firestore_faults.inject_fault("Commit", "PERMISSION_DENIED")
         return real_mark(client, snapshot, now)
 
-    monkeypatch.setattr(backfill, "mark_pending", fail_on_the_fourth)
+    monkeypatch.setattr(backfill, "mark_pending", refuse_the_fourth)
 
     code, out, err = run_backfill(capsys, "--project", project, "--collection", unique_collection, "--apply")
 
     assert code == 1
     messages = [line for line in err.splitlines() if not line.startswith("backfill: page ")]
-    assert messages == ["backfill: Firestore failed: 503 the database is unavailable"]
+    assert messages == ["backfill: Firestore failed: 403 injected fault"]
     assert "Marked 3 PENDING" in out and "(stopped early)" in out
+    marked = [snap.id for snap in firestore_client.collection(unique_collection).stream()
+              if (snap.to_dict().get("delivery") or {}).get("attempts") == 0]
+    assert marked == calls[:3]
+
+
+def test_a_refused_scan_exits_1_from_the_command_line(firestore_faults, firestore_client, unique_collection, project):
+    seed(firestore_client, unique_collection, 5)
+    firestore_faults.inject_fault("RunQuery", "PERMISSION_DENIED")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.backfill", "--project", project, "--collection", unique_collection],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["backfill: Firestore failed: 403 injected fault"]
+    assert "Scanned 0 documents in 0 pages (stopped early)" in result.stdout
+    assert "To apply" not in result.stdout
+
+
+def test_a_transient_commit_failure_is_retried_and_the_run_completes(
+    firestore_faults, firestore_client, unique_collection, project, capsys
+):
+    undelivered = seed(firestore_client, unique_collection, 20)
+    firestore_faults.inject_fault("Commit", "UNAVAILABLE", count=2)
+
+    code, out, err = run_backfill(capsys, "--project", project, "--collection", unique_collection, "--apply")
+
+    assert code == 0, err
+    assert firestore_faults.faults() == []  # both fired; the client's own retry carried the writes through
+    assert f"Marked {len(undelivered)} PENDING" in out and "skipped 0" in out
 
 
 def test_ctrl_c_stops_after_the_current_write_and_says_what_was_done(
     firestore_emulator, firestore_client, unique_collection, project
 ):
-    write_all(firestore_client, unique_collection, {f"{index:04d}": mail_fields(index) for index in range(1500)})
+    total = 1500
+    write_all(firestore_client, unique_collection, {f"{index:04d}": mail_fields(index) for index in range(total)})
+    firestore_emulator.reset_stats()
+    # One page holds every document, so only the check after each write can stop the run early.
     process = subprocess.Popen(
         [sys.executable, "-m", "ops.backfill", "--project", project, "--collection", unique_collection,
-         "--page-size", "10", "--apply"],
+         "--page-size", "2000", "--apply"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        assert process.stderr is not None
-        first = process.stderr.readline()
-        assert first.startswith("backfill: page 1,"), first
+        deadline = time.monotonic() + 30
+        while firestore_emulator.stats()["writes"] < 20 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         process.send_signal(signal.SIGINT)
-        out, rest = process.communicate(timeout=30)
+        out, err = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
 
-    assert process.returncode == backfill.INTERRUPTED_EXIT, rest
-    assert "Traceback" not in rest
-    assert "stopping after the current write" in rest
+    assert process.returncode == backfill.INTERRUPTED_EXIT, err
+    assert "Traceback" not in err
+    assert "stopping after the current write" in err
+    reported = number(r"Interrupted: stopped after (\d+) marked", out)
+    assert 20 <= reported < total
     marked_now = [snap.id for snap in firestore_client.collection(unique_collection).stream()
                   if (snap.to_dict().get("delivery") or {}).get("state") == "PENDING"]
-    reported = number(r"Interrupted: stopped after (\d+) marked", out)
-    assert 10 <= reported < 1500
-    assert len(marked_now) == reported
     assert sorted(marked_now) == [f"{index:04d}" for index in range(reported)]
+    assert firestore_emulator.stats()["writes"] == reported
     assert f"Marked {reported} PENDING" in out and "(stopped early)" in out
 
 
