@@ -8,9 +8,9 @@ import { FaultRequestError } from "./faults.mjs";
 
 const MAX_BODY_BYTES = 64 * 1024;
 
-function sendJson(res, status, body) {
+function sendJson(res, status, body, headers = {}) {
   const text = JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(text) });
   res.end(text);
 }
 
@@ -77,7 +77,7 @@ export function createAdminServer({ stats, feed, queries, faults }) {
         res.on("close", () => openStreams.delete(res));
         return streamChanges(req, res, feed);
       case "GET /queries":
-        return sendJson(res, 200, queries.toJSON());
+        return sendJson(res, 200, queries.toJSON(), { "x-queries-dropped": String(queries.dropped) });
       case "DELETE /queries":
         queries.reset();
         return sendJson(res, 200, queries.toJSON());

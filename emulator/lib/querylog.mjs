@@ -45,15 +45,25 @@ export function describeQuery(parent, query) {
   };
 }
 
+// A local stack sweeps every few seconds for as long as it runs; keep memory bounded there.
+// Tests reset long before this; GET /queries reports drops in x-queries-dropped.
+export const MAX_ENTRIES = 100_000;
+
 export class QueryLog {
   #entries = [];
+  dropped = 0;
 
   record(parent, query) {
     this.#entries.push(describeQuery(parent, query));
+    if (this.#entries.length > MAX_ENTRIES) {
+      this.#entries.splice(0, this.#entries.length - MAX_ENTRIES);
+      this.dropped += 1;
+    }
   }
 
   reset() {
     this.#entries = [];
+    this.dropped = 0;
   }
 
   toJSON() {
