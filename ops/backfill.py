@@ -177,7 +177,7 @@ def scan(collection: firestore.CollectionReference, page_size: int, tally: Tally
     its snapshots still carry update_time, which the precondition needs)."""
     query = (
         collection.select(["delivery"])
-        .order_by("__name__")  # FieldPath.document_id()
+        .order_by("__name__")  # the document name (FieldPath.document_id()): a total, stable order for cursors
         .limit(page_size)
     )
     cursor = None
