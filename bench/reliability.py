@@ -165,6 +165,9 @@ def idle_sweep_cost(stack: LocalStack, sweeps: int = 3) -> dict:
     if stack.scheduler is None or stack.sweep_url is None:
         return {"sweeps": 0, "reads": 0, "writes": 0}
     stack.scheduler.stop()
+    deadline = time.monotonic() + 120
+    while stack.scheduler.running and time.monotonic() < deadline:  # a sweep still finishing its queries
+        time.sleep(0.1)
     deliver = http_deliverer(stack.sweep_url)
     stack.emulator.reset_stats()
     for _ in range(sweeps):
