@@ -1,5 +1,6 @@
 """The architecture's one rule of direction, checked on the source: the deployed function never imports
-Pulumi (or infra/local), and infra/ packages functions/ without importing it."""
+Pulumi (or infra/local), infra/ packages functions/ without importing it, and the operator commands
+in ops/ need neither."""
 
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ def imported_modules(folder: Path) -> dict[str, set[str]]:
 
 
 @pytest.mark.parametrize(("folder", "forbidden"), [
-    ("functions", {"pulumi", "pulumi_gcp", "infra", "local", "tests"}),
-    ("infra", {"mailer", "main", "local", "tests"}),
+    ("functions", {"pulumi", "pulumi_gcp", "infra", "local", "ops", "bench", "tests"}),
+    ("infra", {"mailer", "main", "local", "ops", "bench", "tests"}),
+    # Operator commands talk to Firestore only: no Pulumi, no function internals (the sweep sends).
+    ("ops", {"pulumi", "pulumi_gcp", "infra", "mailer", "main", "local", "tests"}),
 ])
 def test_imports_flow_one_way(folder: str, forbidden: set[str]) -> None:
     modules = imported_modules(ROOT / folder)
