@@ -217,7 +217,7 @@ class Handler:
     def _write_verdict(self, store: StatusStore, path: str, seen: DocumentState, record: dict[str, Any], ctx: dict[str, Any]) -> str | None:
         if store.write_if_unchanged(path, record, seen.update_time) is None:
             return None
-        log.warning("not sent: %s", "attempts exhausted or outcome unknown",
+        log.warning("not sent: the attempt holding the claim died and no other may follow it",
                     extra={"fields": {**ctx, "state": record["state"], "attempt": record.get("attempts")}})
         return record["state"]
 
