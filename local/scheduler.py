@@ -14,7 +14,8 @@ import logging
 import threading
 import time
 import urllib.error
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from local.bridge import Deliver
 
@@ -51,6 +52,7 @@ class SweepScheduler:
         self.last_failure: str | None = None
         self._failing_since: int | None = None  # the sweep number that began a run of failures
         self._stopping = threading.Event()
+        self._calling = threading.Lock()  # held by a call in progress, and by paused()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def __enter__(self) -> SweepScheduler:
@@ -70,6 +72,13 @@ class SweepScheduler:
         if self._thread.is_alive():
             self._thread.join(timeout=STOP_WAIT_SECONDS)
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No calls inside this block: waits for a call in progress to return; ticks meanwhile are skipped
+        (the benchmark posts sweeps of its own there and bills exactly those)."""
+        with self._calling:
+            yield
+
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
@@ -78,7 +87,11 @@ class SweepScheduler:
         next_call = time.monotonic() + self.period  # the first tick is one period after start, as a cron's
         while not self._stopping.wait(max(0.0, next_call - time.monotonic())):
             started = time.monotonic()
-            self._call()
+            if self._calling.acquire(blocking=False):
+                try:
+                    self._call()
+                finally:
+                    self._calling.release()
             next_call = started + self.period
 
     def _call(self) -> None:

@@ -260,3 +260,31 @@ def test_the_local_sweep_is_wired_as_the_deployed_one() -> None:
 
     assert (SWEEP_ENTRY_POINT, PUBSUB_EVENT_TYPE) == (sweep.ENTRY_POINT, sweep.EVENT_TYPE)
     assert base64.b64encode(SWEEP_MESSAGE).decode() == sweep.MESSAGE_DATA
+
+
+def test_paused_waits_for_the_call_in_progress_and_skips_ticks():
+    calls: list[float] = []
+    entered = threading.Event()
+
+    def deliver(headers, body):
+        entered.set()
+        time.sleep(0.3)
+        calls.append(time.monotonic())
+        return 204
+
+    scheduler = SweepScheduler(deliver, lambda: ({}, b""), 0.05)
+    scheduler.start()
+    try:
+        assert entered.wait(5)
+        with scheduler.paused():
+            paused_at = time.monotonic()
+            assert calls and calls[-1] <= paused_at  # the call in progress finished first
+            count = len(calls)
+            time.sleep(0.4)
+            assert len(calls) == count  # no call while paused
+        deadline = time.monotonic() + 5
+        while len(calls) == count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(calls) > count  # ticking again afterwards
+    finally:
+        scheduler.stop()
