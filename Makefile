@@ -24,9 +24,17 @@ lock: $(VENV)/.installed
 	$(VENV)/bin/uv pip compile --quiet requirements-dev.in -o requirements-dev.lock --python-version 3.11
 
 test: install
+	@$(MAKE) --no-print-directory lint-workflows
 	@tools/ensure-chromium
 	@tools/ensure-postfix
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The GitHub workflows and the local action, linted offline; any finding fails: actionlint (ShellCheck on
+# every run: script, both from pinned wheels in .venv) and zizmor at medium severity or higher.
+.PHONY: lint-workflows
+lint-workflows: $(VENV)/.installed
+	$(VENV)/bin/actionlint -shellcheck $(VENV)/bin/shellcheck -pyflakes= -oneline
+	$(VENV)/bin/zizmor --offline --no-progress --min-severity medium .github
 
 # The pipeline on this machine (emulator, trigger bridge, function, SMTP inbox); see README "Run it locally".
 # make demo ARGS=--serve keeps it running; make send ARGS="--to a@example.com --subject Hi --text Hello".
