@@ -33,7 +33,7 @@ test: install
 # every run: script, both from pinned wheels in .venv) and zizmor at medium severity or higher.
 .PHONY: lint-workflows
 lint-workflows: $(VENV)/.installed
-	$(VENV)/bin/actionlint -shellcheck $(VENV)/bin/shellcheck -pyflakes= -oneline
+	$(VENV)/bin/actionlint -shellcheck $(VENV)/bin/shellcheck -pyflakes= -oneline $(wildcard .github/workflows/*.yml .github/workflows/*.yaml)
 	$(VENV)/bin/zizmor --offline --no-progress --min-severity medium .github
 
 # The pipeline on this machine (emulator, trigger bridge, function, SMTP inbox); see README "Run it locally".
