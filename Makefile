@@ -27,6 +27,7 @@ test: install
 	@$(MAKE) --no-print-directory lint-workflows
 	@tools/ensure-chromium
 	@tools/ensure-postfix
+	@$(MAKE) --no-print-directory plan-check policy-test
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The GitHub workflows and the local action, linted offline; any finding fails: actionlint (ShellCheck on
@@ -35,6 +36,40 @@ test: install
 lint-workflows: $(VENV)/.installed
 	$(VENV)/bin/actionlint -shellcheck $(VENV)/bin/shellcheck -pyflakes= -oneline $(wildcard .github/workflows/*.yml .github/workflows/*.yaml)
 	$(VENV)/bin/zizmor --offline --no-progress --min-severity medium .github
+
+# Reviewing infrastructure offline (README "Reviewing changes"). The policy pack (policy/) and the plan
+# (review/) run in their own venv: pulumi-policy pins protobuf below 5.30, the function's Firestore
+# client needs 6.x. policy/requirements.txt is its lock (the program's requirements + pulumi-policy).
+POLICY_VENV := .venv-policy
+POLICY_PY := $(POLICY_VENV)/bin/python
+.PHONY: policy-venv policy-lock policy-test plan plan-check plan-update
+
+policy-venv: $(POLICY_VENV)/.installed
+
+$(POLICY_VENV)/.installed: policy/requirements.txt
+	$(PYTHON) -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(POLICY_VENV)/bin/uv pip install --quiet --python $(POLICY_PY) -r policy/requirements.txt
+	touch $@
+
+# Re-resolve policy/requirements.txt after changing policy/requirements.in or requirements.txt.
+policy-lock: $(VENV)/.installed
+	$(VENV)/bin/uv pip compile --quiet policy/requirements.in -o policy/requirements.txt --python-version 3.11
+
+# The policy rules and the plan, tested in the policy venv (conftests above tests/policy need .venv).
+policy-test: $(POLICY_VENV)/.installed
+	$(POLICY_VENV)/bin/pytest -q --confcutdir=tests/policy -p no:cacheprovider tests/policy
+
+# make plan STACK=dev: the program under Pulumi's mocks, each resource's key properties, the policy results.
+plan: $(POLICY_VENV)/.installed
+	@$(POLICY_PY) -m review.plan $(if $(STACK),--stack $(STACK)) $(ARGS)
+
+# Every stack's plan against its snapshot in review/plans/ (a diff on change); plan-update rewrites them.
+plan-check: $(POLICY_VENV)/.installed
+	@$(POLICY_PY) -m review.plan --check
+
+plan-update: $(POLICY_VENV)/.installed
+	@$(POLICY_PY) -m review.plan --update
 
 # The pipeline on this machine (emulator, trigger bridge, function, SMTP inbox); see README "Run it locally".
 # make demo ARGS=--serve keeps it running; make send ARGS="--to a@example.com --subject Hi --text Hello".
