@@ -139,6 +139,10 @@ def test_every_deployed_stack_is_previewed_in_pull_requests() -> None:
     assert set(pull_request["preview"]["strategy"]["matrix"]["stack"]) == stacks
     assert set(pull_request["comment"]["strategy"]["matrix"]["stack"]) == stacks
     assert pull_request["preview"]["needs"] == "test"
+    # Pull requests impersonate the read-only previewers; only deploy.yml names the deployers.
+    assert "GCP_PREVIEW_SERVICE_ACCOUNT_" in (WORKFLOWS / "pull-request.yml").read_text()
+    assert "vars.GCP_SERVICE_ACCOUNT_" not in (WORKFLOWS / "pull-request.yml").read_text()
+    assert "GCP_PREVIEW_SERVICE_ACCOUNT_" not in (WORKFLOWS / "deploy.yml").read_text()
     preview_steps = pull_request["preview"]["steps"]
     assert any("--policy-pack policy" in step.get("run", "") and "pulumi preview" in step.get("run", "")
                for step in preview_steps)
