@@ -298,10 +298,10 @@ def _prod_max_instances_bounded(args: StackValidationArgs, report: ReportViolati
         else:
             continue
         if not isinstance(count, (int, float)) or count <= 0:
-            report(f"{resource.name}: max instances is not set, so it scales to the platform default "
+            report("max instances is not set, so it scales to the platform default "
                    f"(and so do the SMTP connections); set it to at most {PROD_MAX_INSTANCES}", resource.urn)
         elif count > PROD_MAX_INSTANCES:
-            report(f"{resource.name}: max instances is {int(count)}, above {PROD_MAX_INSTANCES}", resource.urn)
+            report(f"max instances is {int(count)}, above {PROD_MAX_INSTANCES}", resource.urn)
 
 
 NO_ADMIN_GRANTS = ResourceValidationPolicy(
