@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import runpy
+import select
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -257,3 +261,19 @@ def test_prod_unbounded_max_instances_fails(count: int | None, expected: str) ->
 def test_max_instances_are_not_bounded_outside_prod() -> None:
     registrations = declare(lambda: function(service={"max_instance_count": 500}), stack="dev")
     assert violations(rules.PROD_MAX_INSTANCES_BOUNDED, registrations) == []
+
+
+def test_the_pack_starts_as_the_cli_starts_it(tmp_path: Path) -> None:
+    """The language host runs `python -m pulumi.policy <engine> <pack dir>`; the pack then prints the
+    port of its analyzer server and waits for the engine. No engine here: read the port, stop it."""
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", str(REPO_ROOT / "policy")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 60)
+        first_line = process.stdout.readline().strip() if ready else ""  # type: ignore[union-attr]
+        assert first_line.isdigit(), (first_line, process.poll())
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
