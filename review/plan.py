@@ -309,9 +309,15 @@ def render(stack: str, run: StackRun, results: Sequence[engine.PolicyResult]) ->
     lines = [
         f"# Offline plan of stack {stack}: `make plan STACK={stack}`. Pulumi program under mocks (no CLI, no credentials);",
         f"# {PASSWORD_KEY} is a placeholder, shown as {SECRET}. The source archive's content hash is left out.",
-        "",
-        f"## Resources ({len(run.registrations)})",
     ]
+    grants = sorted(
+        (role, member, _grant_scope(r.type, plain(r.raw)), r.name)
+        for r in run.registrations if is_iam_type(r.type)
+        for role, member in iam_grants(r.type, plain(r.raw))
+    )
+    lines += ["", f"## IAM grants ({len(grants)}), each also under its resource below", ""]
+    lines += [f"{role} -> {member}\n    on {scope}, by {name}" for role, member, scope, name in grants]
+    lines += ["", f"## Resources ({len(run.registrations)})"]
     for depth, registration in _ordered(run.registrations):
         parent = by_urn.get(registration.parent)
         under = f" under {parent.name}" if parent else ""

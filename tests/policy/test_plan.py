@@ -58,6 +58,9 @@ def test_plan_matches_its_snapshot_and_is_stable(plans: dict[str, review_plan.Pl
 def test_plan_shows_what_a_reviewer_needs(plans: dict[str, review_plan.Plan]) -> None:
     text = plans["prod"].text
     for expected in (
+        "## IAM grants (8), each also under its resource below",
+        "roles/secretmanager.secretAccessor -> serviceAccount:mailer-runtime@acme-mailer-prod.iam.gserviceaccount.com\n"
+        "    on secret mailer-smtp-password, by mailer-runtime-secret",
         "mailer-function: gcp:cloudfunctionsv2/function:Function under mailer",
         "mailer-sweep-job: gcp:cloudscheduler/job:Job under mailer-sweep",
         "grant: roles/secretmanager.secretAccessor -> serviceAccount:mailer-runtime@acme-mailer-prod.iam.gserviceaccount.com",
