@@ -183,4 +183,3 @@ def test_nothing_imports_the_pack_entry_point() -> None:
         names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         names |= {f"{node.module}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
         assert not any(name.endswith("__main__") for name in names), path
-        assert "policy" not in {name for name in names if name == "policy"}, path
