@@ -93,4 +93,4 @@ backfill: $(VENV)/.installed
 	@$(PY) -m ops.backfill $(ARGS)
 
 clean:
-	rm -rf $(VENV) emulator/node_modules .pytest_cache .demo
+	rm -rf $(VENV) $(POLICY_VENV) emulator/node_modules .pytest_cache .demo

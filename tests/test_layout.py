@@ -28,10 +28,13 @@ def imported_modules(folder: Path) -> dict[str, set[str]]:
 
 
 @pytest.mark.parametrize(("folder", "forbidden"), [
-    ("functions", {"pulumi", "pulumi_gcp", "infra", "local", "ops", "bench", "tests"}),
-    ("infra", {"mailer", "main", "local", "ops", "bench", "tests"}),
+    ("functions", {"pulumi", "pulumi_gcp", "infra", "local", "ops", "bench", "review", "policy", "tests"}),
+    ("infra", {"mailer", "main", "local", "ops", "bench", "review", "policy", "tests"}),
     # Operator commands talk to Firestore only: no Pulumi, no function internals (the sweep sends).
     ("ops", {"pulumi", "pulumi_gcp", "infra", "mailer", "main", "local", "tests"}),
+    # The review tools read the program (infra) and apply the pack's rules; never the function.
+    ("review", {"mailer", "main", "local", "ops", "tests"}),
+    ("policy", {"mailer", "main", "local", "ops", "review", "infra", "tests"}),
 ])
 def test_imports_flow_one_way(folder: str, forbidden: set[str]) -> None:
     modules = imported_modules(ROOT / folder)
