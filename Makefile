@@ -79,12 +79,20 @@ demo: install
 send: install
 	@$(PY) -m local.send $(ARGS)
 
-# Cost per email and local delivery speed, then retries under load, the sweep's drain rate and idle cost;
-# prints figures, asserts nothing. ARGS="--emails 500 --template", RELIABILITY_ARGS="--emails 1000 --backlog 10000".
+# Cost per email and local delivery speed, then retries under load, the sweep's drain rate and idle cost,
+# then the function's cold start; prints figures, asserts nothing.
+# ARGS="--emails 500 --template", RELIABILITY_ARGS="--emails 1000 --backlog 10000", COLDSTART_ARGS="--runs 9".
 bench: install
 	@$(PY) -m bench.pipeline $(ARGS)
 	@echo
 	@$(PY) -m bench.reliability $(RELIABILITY_ARGS)
+	@echo
+	@$(PY) -m bench.coldstart $(COLDSTART_ARGS)
+
+# Fresh Python process -> the function ready to serve (median of 5), the top -X importtime contributors.
+.PHONY: bench-coldstart
+bench-coldstart: install
+	@$(PY) -m bench.coldstart $(ARGS)
 
 # The project's SMTP transport against nodemailer 10.x and 8.0.5 pools (bench/node, npm ci'd here) in one
 # run: an aiosmtpd sink and a private Postfix behind a latency proxy at 0 and 50 ms RTT; prints figures.

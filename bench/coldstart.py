@@ -1,0 +1,163 @@
+"""Benchmark: cold start, from a fresh Python process to the function ready to serve, against the extension.
+
+    .venv/bin/python -m bench.coldstart [--runs 5] [--top 10]
+
+Each run starts a fresh interpreter that does what functions-framework does before it can serve:
+import functions_framework, create_app(target="process_mail", source="functions/main.py") (which loads
+main.py and everything it imports, and builds the Flask app), then prints "ready". The time is taken
+from just before the process is started to that line (interpreter start-up included, exit excluded);
+the median of --runs is printed with a bare interpreter's start-up for reference, and compared with
+the extension's module load (430 to 450 ms on these machines, issue 10). One more run under
+`python -X importtime` names the biggest contributors: the imports main.py and functions-framework
+make themselves (with everything under them), and the top-level packages by their own import time.
+Bytecode caches are warmed by one unmeasured run first, as a deployed image has them. Figures are this
+machine's (shared, 2 cores): compare the ratio, not the milliseconds. Nothing here asserts; it prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "functions" / "main.py"
+TARGET = "process_mail"
+EXTENSION_MS = (430, 450)  # firestore-send-email's module load on these machines (issue 10)
+GOAL = f"goal: at most the extension's {EXTENSION_MS[0]}-{EXTENSION_MS[1]} ms"
+
+READY_SCRIPT = f"""
+from functions_framework import create_app
+create_app(target={TARGET!r}, source={str(SOURCE)!r}, signature_type="cloudevent")
+print("ready", flush=True)
+"""
+BARE_SCRIPT = 'print("ready", flush=True)'
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("PYTHONPROFILEIMPORTTIME", None)
+    return env
+
+
+def time_to_ready(script: str) -> float:
+    """Milliseconds from starting a fresh interpreter on `script` to its "ready" line."""
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=child_env())
+    line = process.stdout.readline()
+    elapsed = (time.perf_counter() - started) * 1000
+    _, errors = process.communicate(timeout=60)
+    if line.strip() != "ready":
+        tail = errors.strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"the function did not load: {tail[0]}")
+    return elapsed
+
+
+def import_times(script: str) -> list[tuple[int, int, int, str]]:
+    """(self us, cumulative us, depth, module) per line of `python -X importtime`."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, env=child_env(), timeout=60)
+    rows = []
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, cumulative_us, name = line[len("import time:"):].split("|", 2)
+        depth = (len(name) - len(name.lstrip(" ")) - 1) // 2
+        rows.append((int(self_us), int(cumulative_us), depth, name.strip()))
+    return rows
+
+
+@dataclass
+class Node:
+    name: str
+    self_us: int
+    cumulative: int
+    children: list[Node] = field(default_factory=list)
+
+
+def tree(rows: list[tuple[int, int, int, str]], skip: set[str]) -> list[Node]:
+    """The import tree (importtime prints a module after what it imported, one level deeper)."""
+    pending: dict[int, list[Node]] = defaultdict(list)
+    for self_us, cumulative, depth, name in rows:
+        node = Node(name, self_us, cumulative, pending.pop(depth + 1, []))
+        pending[depth].append(node)
+    return [node for node in pending[0] if node.name not in skip]
+
+
+def biggest(roots: list[Node], count: int) -> list[tuple[int, Node]]:
+    """The `count` largest nodes, each shown with the import that pulled it in: grow from the roots,
+    always taking the largest node whose parent is taken. (depth, node) in tree order."""
+    frontier = [(0, node) for node in roots]
+    taken: set[int] = set()
+    while frontier and len(taken) < count:
+        depth, node = max(frontier, key=lambda item: item[1].cumulative)
+        frontier.remove((depth, node))
+        taken.add(id(node))
+        frontier += [(depth + 1, child) for child in node.children]
+    shown: list[tuple[int, Node]] = []
+
+    def walk(node: Node, depth: int) -> None:
+        if id(node) in taken:
+            shown.append((depth, node))
+            for child in sorted(node.children, key=lambda child: -child.cumulative):
+                walk(child, depth + 1)
+
+    for root in sorted(roots, key=lambda root: -root.cumulative):
+        walk(root, 0)
+    return shown
+
+
+def run(runs: int, top: int) -> int:
+    time_to_ready(READY_SCRIPT)  # warms the bytecode caches; not counted
+    ready = [time_to_ready(READY_SCRIPT) for _ in range(runs)]
+    bare = [time_to_ready(BARE_SCRIPT) for _ in range(runs)]
+    median, bare_median = statistics.median(ready), statistics.median(bare)
+    rows = import_times(READY_SCRIPT)
+    base = {name for _, _, _, name in import_times(BARE_SCRIPT)}  # what every interpreter imports anyway
+
+    print(f"cold start: fresh `python` -> functions-framework create_app({TARGET}, functions/main.py) ready, "
+          f"median of {runs}")
+    print(f"  ready after {median:.0f} ms (runs: {', '.join(f'{ms:.0f}' for ms in ready)}); "
+          f"a bare interpreter: {bare_median:.0f} ms, so loading costs {median - bare_median:.0f} ms")
+    low, high = EXTENSION_MS
+    print(f"  extension's module load: {low}-{high} ms -> ratio {median / high:.2f}-{median / low:.2f}x "
+          f"({'met' if median <= high else 'not met'}; {GOAL})")
+    print()
+    print(f"  top {top} contributors under -X importtime (cumulative: the module with what it imports first; "
+          "indented under the import that pulled it in):")
+    for depth, node in biggest(tree(rows, base), top):
+        print(f"    {node.cumulative / 1000:>7.1f} ms  {'  ' * depth}{node.name}")
+    by_package: dict[str, int] = defaultdict(int)
+    for self_us, _, _, name in rows:
+        if name not in base:
+            by_package[name.split(".")[0]] += self_us
+    print(f"  top {top} top-level packages by their own import time (all their modules, self time):")
+    for package, self_us in sorted(by_package.items(), key=lambda item: -item[1])[:top]:
+        print(f"    {self_us / 1000:>7.1f} ms  {package}")
+    total = sum(by_package.values()) / 1000
+    print(f"  (all imports beyond a bare interpreter's: {total:.0f} ms of self time under -X importtime, "
+          "which inflates it; the median above is without it)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.coldstart", description=__doc__.split("\n\n")[0],
+                                     epilog=GOAL)
+    parser.add_argument("--runs", type=int, default=5, help="fresh processes to time (default 5)")
+    parser.add_argument("--top", type=int, default=10, help="contributors to list (default 10)")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.top < 1:
+        parser.error("--runs and --top must be at least 1")
+    return run(args.runs, args.top)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
