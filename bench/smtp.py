@@ -281,9 +281,27 @@ class Result:
 
 
 def client_command(client: str, config_path: Path) -> list[str]:
-    if client == "mailer":
+    if client.startswith("mailer"):
         return [sys.executable, "-m", "bench.smtp_client", str(config_path)]
     return ["node", str(NODE_DIR / "run.js"), str(config_path)]
+
+
+def client_env(client: str, folder: Path) -> dict[str, str] | None:
+    """mailer@REV runs the transport and compose of that revision (extracted by extract_baseline)."""
+    if not client.startswith("mailer@"):
+        return None
+    return {**os.environ, "MAILER_FUNCTIONS": str(folder / "baseline" / "functions")}
+
+
+def extract_baseline(revision: str, folder: Path) -> str:
+    """functions/ as of `revision` into folder/baseline; returns the short commit name."""
+    commit = subprocess.run(["git", "rev-parse", "--short", f"{revision}^{{commit}}"], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    target = folder / "baseline"
+    target.mkdir()
+    archive = subprocess.run(["git", "archive", commit, "functions"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return commit
 
 
 def run_client(client: str, sink: Sink, message_file: Path, folder: Path, args: argparse.Namespace) -> Result:
@@ -294,9 +312,10 @@ def run_client(client: str, sink: Sink, message_file: Path, folder: Path, args: 
         "user": sink.user, "password": sink.password, "package": client,
         "uri": _uri(sink, folder / "ca.pem", args.connections),
     }
-    config_path = folder / f"{client}.json"
+    config_path = folder / f"{client.replace('@', '-')}.json"
     config_path.write_text(json.dumps(config))
-    process = subprocess.Popen(client_command(client, config_path), cwd=ROOT, stdin=subprocess.PIPE,
+    process = subprocess.Popen(client_command(client, config_path), cwd=ROOT, env=client_env(client, folder),
+                               stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
     try:
         ready = _line(process, 60)
@@ -434,6 +453,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=_csv(str, tuple(CLIENTS)), default=list(CLIENTS),
                         help="default mailer,nodemailer10,nodemailer8")
     parser.add_argument("--sinks", type=_csv(str, SINKS), default=list(SINKS), help="default aiosmtpd,postfix")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run the transport and compose of git revision REV (e.g. HEAD), as client mailer@REV")
     parser.add_argument("--kinds", type=_csv(str, KINDS), default=list(KINDS), help="text,rich (default both)")
     args = parser.parse_args(argv)
     if min(args.messages, args.repeat, args.connections, args.senders, args.warmup) < 1:
@@ -457,6 +478,17 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="mailer-bench-smtp-") as tmp:
         folder = Path(tmp)
+        if args.baseline:
+            try:
+                commit = extract_baseline(args.baseline, folder)
+            except subprocess.CalledProcessError as exc:
+                print(f"--baseline {args.baseline}: {(exc.stderr or b'').decode(errors='replace').strip()}",
+                      file=sys.stderr)
+                return 2
+            name = f"mailer@{args.baseline}"
+            args.clients.insert(args.clients.index("mailer") + 1 if "mailer" in args.clients else 0, name)
+            labels[name] = f"mailer SmtpPool at {commit}"
+            labels["mailer"] = "mailer SmtpPool (this tree)"
         ca = trustme.CA()
         ca.cert_pem.write_to_path(str(folder / "ca.pem"))
         tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -531,12 +563,24 @@ def measure(args: argparse.Namespace, sinks: list[Sink], specs: dict[str, dict],
     return cells
 
 
+def tree_state() -> str:
+    """Which revision of functions/ "mailer" ran, and whether it had uncommitted changes."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "functions"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return f"HEAD {commit}" + (" with uncommitted changes" if dirty else "")
+
+
 def report(args: argparse.Namespace, sinks: list[Sink], specs: dict[str, dict], cells: dict[tuple, Cell],
            labels: dict[str, str], skipped: list[str]) -> None:
     runtimes = sorted({r.runtime for cell in cells.values() for r in cell.results})
     print(f"SMTP benchmark: {args.messages} messages x {args.repeat} runs per cell, maxConnections={args.connections}, "
           f"{args.senders} messages outstanding, after {args.warmup} warm-up messages")
-    print(f"  clients: {'; '.join(runtimes) or 'none ran'}")
+    print(f"  clients: {'; '.join(runtimes) or 'none ran'}; mailer: functions/ of this tree, {tree_state()}")
     print("  msg/s: median of the runs; p50/p99: latency per message over all runs (start of compose/sendMail to "
           "the server's reply); RT/msg: client->server bursts separated by server replies, counted at the proxy, "
           "per message; CPU: the client process's, per message")

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions"))
+# MAILER_FUNCTIONS: another tree's functions/ (bench.smtp --baseline REV extracts one), else this one's.
+sys.path.insert(0, os.environ.get("MAILER_FUNCTIONS") or str(Path(__file__).resolve().parent.parent / "functions"))
 
 from mailer.compose import ComposeDefaults, compose  # noqa: E402
 from mailer.document import parse_mail_document  # noqa: E402
