@@ -5,20 +5,23 @@ attachments with a cid are wrapped with the html in multipart/related; every oth
 goes into multipart/mixed. Bcc never appears in a header: bcc recipients live in the envelope only.
 
 Templates run after the document was validated, so every header-bound string is checked again here.
+The message is serialized once, by mailer.mime, whose headers are safe by construction (validated
+inputs, encoded non-ASCII, folding that cannot open a new header line); nothing re-parses the output.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import mimetypes
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email.headerregistry import Address
-from email.message import EmailMessage, MIMEPart
+from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+from mailer import mime
 from mailer.addresses import Mailbox
 from mailer.document import (
     Attachment,
@@ -36,7 +39,6 @@ MAX_LINE_OCTETS = 998  # RFC 5322 2.1.1, without the CRLF
 _MIME_TYPES = mimetypes.MimeTypes(filenames=())
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _MESSAGE_ID = re.compile(r"<[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,200}@[A-Za-z0-9.-]{1,253}>")
-_SEVEN_BIT_SAFE = re.compile(r"[\t\x20-\x7e]*")
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,17 @@ class ComposeDefaults:
 
 @dataclass
 class ComposedMail:
-    message: EmailMessage
+    payload: bytes  # the message as sent: CRLF line endings, no Bcc header, not dot-stuffed
     envelope_from: str
     recipients: list[str]  # to + cc + bcc, de-duplicated, first occurrence kept
-    smtputf8: bool  # serialize with email.policy.SMTPUTF8 and send with the SMTPUTF8 extension
+    smtputf8: bool  # headers may hold UTF-8 (RFC 6532): send with the SMTPUTF8 extension
     message_id: str  # as in the header: "<...@...>"
+
+    @functools.cached_property
+    def message(self) -> EmailMessage:
+        """The payload parsed (on first use only) with email.policy.SMTPUTF8 or SMTP: for tests and tools."""
+        policy = email.policy.SMTPUTF8 if self.smtputf8 else email.policy.SMTP
+        return email.message_from_bytes(self.payload, policy=policy)  # type: ignore[return-value]
 
 
 def compose(
@@ -78,31 +86,27 @@ def compose(
 
     everyone = [sender, *request.to, *request.cc, *request.bcc, *([reply_to] if reply_to else [])]
     smtputf8 = any(mailbox.needs_smtputf8() for mailbox in everyone)
-    policy = email.policy.SMTPUTF8 if smtputf8 else email.policy.SMTP
     if message_id is None or not _MESSAGE_ID.fullmatch(message_id):
         message_id = make_msgid(domain=_message_id_domain(message_id_domain, sender))
 
-    message = EmailMessage(policy=policy)
-    message["From"] = _header_address(sender)
+    head = [mime.address_list("From", [_header_address(sender)], smtputf8)]
     if request.to:
-        message["To"] = [_header_address(mailbox) for mailbox in request.to]
+        head.append(mime.address_list("To", [_header_address(mailbox) for mailbox in request.to], smtputf8))
     if request.cc:
-        message["Cc"] = [_header_address(mailbox) for mailbox in request.cc]
+        head.append(mime.address_list("Cc", [_header_address(mailbox) for mailbox in request.cc], smtputf8))
     if reply_to:
-        message["Reply-To"] = _header_address(reply_to)
-    message["Subject"] = subject
-    message["Date"] = format_datetime(datetime.now(timezone.utc))
-    message["Message-ID"] = message_id
-    message["MIME-Version"] = "1.0"
+        head.append(mime.address_list("Reply-To", [_header_address(reply_to)], smtputf8))
+    head.append(mime.unstructured("Subject", subject, smtputf8))
+    head.append(mime.simple("Date", format_datetime(datetime.now(timezone.utc))))
+    head.append(mime.simple("Message-ID", message_id))
+    head.append("MIME-Version: 1.0\r\n")
     for name, value in headers.items():
-        message[name] = value
-    _render(_body_tree(request), message, policy)
+        head.append(mime.unstructured(name, value, smtputf8))
+    payload = mime.entity_bytes(_render(_body_tree(request), smtputf8), smtputf8, head)
 
-    serialized = message.as_bytes(policy=policy)
-    _check_size(serialized, defaults.max_message_bytes)
-    verify_serialized_headers(message, serialized)
+    _check_size(payload, defaults.max_message_bytes)
     return ComposedMail(
-        message=message,
+        payload=payload,
         envelope_from=sender.wire_addr_spec(),
         recipients=recipients,
         smtputf8=smtputf8,
@@ -139,9 +143,8 @@ def _message_id_domain(configured: str | None, sender: Mailbox) -> str:
     return configured
 
 
-def _header_address(mailbox: Mailbox) -> Address:
-    local, _, domain = mailbox.wire_addr_spec().rpartition("@")
-    return Address(display_name=mailbox.display_name, username=local, domain=domain)
+def _header_address(mailbox: Mailbox) -> tuple[str, str]:
+    return mailbox.display_name, mailbox.wire_addr_spec()
 
 
 # A body tree node: ("multipart", subtype, children) | ("text", subtype, body) | ("attachment", Attachment)
@@ -175,44 +178,28 @@ def _disposition(attachment: Attachment) -> str:
     return attachment.disposition or ("inline" if attachment.cid else "attachment")
 
 
-def _render(node: Node, part: MIMEPart, policy: email.policy.Policy) -> None:
+def _render(node: Node, utf8: bool) -> mime.Part:
     kind = node[0]
     if kind == "multipart":
         _, subtype, children = node
-        part["Content-Type"] = f"multipart/{subtype}"
-        if subtype == "related":
-            # RFC 2387 requires the type of the root part; the html is always first.
-            part.set_param("type", "text/html")
-        for child in children:
-            child_part = MIMEPart(policy=policy)
-            _render(child, child_part, policy)
-            part.attach(child_part)
-    elif kind == "text":
+        # RFC 2387 requires the type of the root part; the html is always first.
+        params = [("type", "text/html")] if subtype == "related" else []
+        return mime.multipart(subtype, [_render(child, utf8) for child in children], utf8, params)
+    if kind == "text":
         _, subtype, body = node
-        part.set_content(body, subtype=subtype, charset="utf-8", cte=_text_transfer_encoding(body))
-    else:
-        _render_attachment(node[1], part)
+        return mime.text_part(subtype, body)
+    return _render_attachment(node[1])
 
 
-def _text_transfer_encoding(body: str) -> str:
-    # 7bit only when it is plainly safe; otherwise quoted-printable keeps lines short and 8-bit free,
-    # so no server needs 8BITMIME.
-    lines = re.split(r"\r\n|\r|\n", body)
-    if all(_SEVEN_BIT_SAFE.fullmatch(line) and len(line) <= MAX_LINE_OCTETS for line in lines):
-        return "7bit"
-    return "quoted-printable"
-
-
-def _render_attachment(attachment: Attachment, part: MIMEPart) -> None:
+def _render_attachment(attachment: Attachment) -> mime.Part:
     maintype, subtype, params = _content_type(attachment)
-    part.set_content(
+    return mime.binary_part(
+        f"{maintype}/{subtype}",
+        list(params.items()),
+        _disposition(attachment),
+        attachment.filename,
+        cid_value(attachment.cid) if attachment.cid else None,
         attachment.content,
-        maintype,
-        subtype,
-        disposition=_disposition(attachment),
-        filename=attachment.filename,
-        cid=f"<{cid_value(attachment.cid)}>" if attachment.cid else None,
-        params=params,
     )
 
 
@@ -229,25 +216,10 @@ def _check_size(serialized: bytes, limit: int) -> None:
         raise MailInputError(
             "message", f"message is {len(serialized)} bytes, over the limit of {limit} bytes (MAX_MESSAGE_BYTES)"
         )
-    for number, line in enumerate(serialized.split(b"\r\n"), start=1):
-        if len(line) > MAX_LINE_OCTETS:
-            raise MailInputError("message", f"line {number} of the message is {len(line)} octets, over SMTP's 998")
-
-
-def verify_serialized_headers(message: EmailMessage, serialized: bytes) -> None:
-    """Re-parse the bytes and insist every part has exactly the header fields it was built with.
-
-    Defence in depth: some Python releases re-emit decoded text raw when folding headers, which
-    turns a crafted value into extra header lines (for example a Bcc).
-    """
-    reparsed = email.message_from_bytes(serialized, policy=email.policy.default)
-    if _header_names(message) != _header_names(reparsed):
-        raise MailInputError("message", "a header did not survive serialization intact (possible header injection); refused")
-
-
-def _header_names(part: email.message.Message) -> list:
-    """Header names of a part and, for multiparts only, of its children (attached messages stay opaque)."""
-    names: list = [name.lower() for name in part.keys()]
-    if part.get_content_maintype() == "multipart":
-        names.append([_header_names(child) for child in part.get_payload()])
-    return names
+    # mime.py writes bodies in lines of at most 76 octets (base64, quoted-printable) or checks them
+    # (7bit) and folds headers under 998 octets; only the header section is measured here, in C.
+    head = serialized[: serialized.find(b"\r\n\r\n")]
+    if len(head) > MAX_LINE_OCTETS and max(map(len, head.split(b"\r\n"))) > MAX_LINE_OCTETS:
+        for number, line in enumerate(serialized.split(b"\r\n"), start=1):
+            if len(line) > MAX_LINE_OCTETS:
+                raise MailInputError("message", f"line {number} of the message is {len(line)} octets, over SMTP's 998")

@@ -10,7 +10,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from mailer.addresses import Mailbox, parse_mailbox
-from mailer.compose import ComposeDefaults, ComposedMail, compose, verify_serialized_headers
+from mailer.compose import ComposeDefaults, ComposedMail, compose
 from mailer.document import Attachment, MailInputError, MailRequest, parse_mail_document
 
 DEFAULTS = ComposeDefaults(
@@ -26,9 +26,8 @@ def compose_document(document: dict, defaults: ComposeDefaults = DEFAULTS, **opt
 
 
 def wire(composed: ComposedMail) -> bytes:
-    """The bytes a transport sends: SMTPUTF8 policy when the envelope needs it, SMTP otherwise."""
-    policy = email.policy.SMTPUTF8 if composed.smtputf8 else email.policy.SMTP
-    return composed.message.as_bytes(policy=policy)
+    """The bytes a transport sends (before dot-stuffing)."""
+    return composed.payload
 
 
 def received(composed: ComposedMail) -> EmailMessage:
@@ -363,18 +362,14 @@ def test_missing_sender_is_refused() -> None:
     assert compose(request(from_=Mailbox("", "me@example.com")), no_default).envelope_from == "me@example.com"
 
 
-def test_serialization_guard_catches_injected_header_lines() -> None:
-    composed = compose(request(), DEFAULTS)
-    clean = wire(composed)
-    verify_serialized_headers(composed.message, clean)  # intact: no error
-    tampered = clean.replace(b"Subject: Hi\r\n", b"Subject: Hi\r\nBcc: evil@x.com\r\n", 1)
-    assert tampered != clean
-    with pytest.raises(MailInputError, match="^message: a header did not survive serialization"):
-        verify_serialized_headers(composed.message, tampered)
-    in_part = compose(request(attachments=[Attachment("a.txt", b"x", None, None, None)]), DEFAULTS)
-    raw = wire(in_part)
-    with pytest.raises(MailInputError):
-        verify_serialized_headers(in_part.message, raw.replace(b'filename="a.txt"\r\n', b'filename="a.txt"\r\nX-Evil: 1\r\n', 1))
+def test_payload_is_the_message_serialized_once_and_message_parses_it() -> None:
+    composed = compose(request(bcc=[Mailbox("", "hidden@example.org")]), DEFAULTS)
+    assert isinstance(composed.payload, bytes)
+    assert composed.payload.startswith(b"From: App <app@example.com>\r\nTo: ada@example.com\r\n")
+    assert b"hidden@example.org" not in composed.payload and "hidden@example.org" in composed.recipients
+    assert composed.message is composed.message  # parsed once, on first use
+    assert composed.message["Message-ID"] == composed.message_id
+    assert composed.message.policy.linesep == "\r\n"
 
 
 def test_attachment_bytes_survive_base64_transfer() -> None:
