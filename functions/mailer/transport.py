@@ -10,6 +10,42 @@ One send may take several transactions on one connection: when the server answer
 rest follow in a further transaction with the same bytes (so the same Message-ID). Once one
 transaction's data was accepted a send never raises: what a later transaction could not deliver is
 reported per recipient (SendResult.pending / .rejected / .unknown, and .deferred_reason).
+
+A message is an EmailMessage (serialized here, without Bcc) or bytes already serialized (sent as
+they are); either way it is normalized to CRLF and dot-stuffed once per send.
+
+Pipelining (RFC 2920). When the last EHLO advertised PIPELINING, MAIL FROM, every RCPT TO and DATA
+go in one write and their replies are read in order, each classified as the lockstep path does.
+EHLO, STARTTLS and AUTH are never pipelined. Differences that follow from sending ahead:
+- every RCPT was sent, so RCPT replies after the first "too many recipients" are read too; they
+  settle nothing (those recipients go to a further transaction), except a 2xx, which means the
+  server put that recipient in this envelope and will deliver this data to it: it counts as accepted;
+- when no recipient was accepted, DATA was sent anyway; the server refuses it (503/554, RFC 2920
+  3.1), the client reads that refusal, sends RSET and no data (a server that answers 354 there is
+  dropped rather than fed a message nobody would receive);
+- a failed MAIL FROM raises at once and the connection is dropped, so the replies still due on it
+  never matter.
+On a warm connection that is 2 round trips per message (envelope, then data + final reply) instead
+of 3 + one per recipient. Without PIPELINING the client works in lockstep.
+
+Chaining (pipelining only). Senders get one of maxConnections slots first come, first served (a
+FIFO of waiters; a newcomer never overtakes a queued sender). When the holder of a connection is
+about to write the data of its last transaction and another sender is queued, it claims the oldest
+waiter (taking it out of the queue, under the pool lock), builds that sender's envelope for this
+connection (no I/O) and writes its own data, the final ".", and the waiter's MAIL/RCPT/DATA in one
+write. It then reads its own final reply and finishes; the slot passes to the claimed waiter:
+- if the holder's connection is still healthy (its send succeeded, the connection is neither
+  recycled nor the pool closed), the waiter gets the connection with "envelope already written" and
+  starts by reading its MAIL/RCPT/DATA replies, then writes its data (chaining the next waiter);
+- otherwise (any failure of the holder's transaction, including a lost final reply) the connection
+  is closed and the waiter gets the slot without a connection: it takes an idle one or connects.
+Why that is safe: a sender's data is only ever written by that sender, after it read its own 354
+on the connection it holds. A claimed envelope without its data can never deliver anything, so
+whatever happens to the holder, the waiter either reads its own replies on the connection they
+belong to (replies come in order: the holder consumed exactly its own), or starts again from
+nothing on another connection. A busy connection thus costs about 1 round trip per message. A
+claimed waiter is no longer subject to the wait-for-a-slot timeout: it waits for the holder's
+final reply, which the socket timeout bounds.
 """
 
 from __future__ import annotations
@@ -26,6 +62,8 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailer.smtp_uri import URI_NAME, SmtpConfigError, SmtpSettings, parse_smtp_uri
@@ -135,11 +173,25 @@ class _Transaction:
         self.first_refusal: tuple[int, bytes] | None = None
         self.first_temporary: tuple[int, bytes] | None = None
         self.response: str | None = None  # final reply to the data, once it was accepted
+        # Pipelined RCPTs after the "too many recipients" reply that the server accepted anyway:
+        # they are in this transaction's envelope and get its data (indexes into recipients).
+        self.late_accepted: set[int] = set()
 
     @property
     def untried(self) -> list[str]:
         """Recipients this transaction did not settle (after "too many recipients" or a failure)."""
-        return self.recipients[self.answered:]
+        return [recipient for index, recipient in enumerate(self.recipients[self.answered:], self.answered)
+                if index not in self.late_accepted]
+
+    def record_late_rcpt(self, index: int, code: int, reply: bytes) -> None:
+        """A pipelined RCPT reply after the one that ended the recipients: it settles nothing (the
+        recipient goes to a further transaction) unless the server accepted it after all, in which
+        case the server will deliver this transaction's data to it."""
+        if code == 421:
+            raise smtplib.SMTPResponseException(code, reply)
+        if 200 <= code < 300:
+            self.late_accepted.add(index)
+            self.accepted.append(self.recipients[index])
 
     def record_rcpt(self, recipient: str, code: int, reply: bytes) -> bool:
         """Record one RCPT reply; False when no further RCPT belongs in this transaction."""
@@ -256,6 +308,11 @@ class _Connection:
         self.mail_accepted = False  # the current transaction's MAIL FROM was accepted
         self.transaction: _Transaction | None = None  # the current (or last) transaction
         self.broken = False  # a reply left the session in a state not worth reusing
+        self.closed = False
+        # Set by the pool: called at the data write of a send's last transaction, returns the next
+        # waiting sender (its envelope built for this connection) to chain after the data, or None.
+        self.claim_next: Callable[[_Connection], _Waiter | None] | None = None
+        self.chained: _Waiter | None = None  # whose envelope followed the current data
 
     @property
     def phase(self) -> str:
@@ -332,16 +389,15 @@ class _Connection:
         if code != 235:
             raise smtplib.SMTPAuthenticationError(code, reply)
 
-    def transact(
-        self, envelope_from: str, recipients: list[str], payload: bytes, smtputf8: bool
-    ) -> _Transaction:
-        """One MAIL FROM .. final reply. RCPTs stop at a "too many recipients" reply (the rest are
-        the transaction's .untried); when no recipient was accepted the transaction is reset and
-        returned without data. Transport errors and failed MAIL/DATA replies raise; then
-        self.transaction says how far it got."""
+    @property
+    def pipelining(self) -> bool:
+        """The server advertised PIPELINING (RFC 2920) in its last EHLO reply."""
+        return self.client.has_extn("pipelining")
+
+    def mail_parameters(self, payload: bytes, smtputf8: bool) -> str:
+        """The MAIL FROM parameters for this payload; raises DeliveryError when the server lacks a
+        capability the message needs. No I/O."""
         client, settings = self.client, self.settings
-        self.mail_accepted = False
-        txn = self.transaction = _Transaction(list(recipients))
         if smtputf8 and not client.has_extn("smtputf8"):
             raise DeliveryError(
                 f"the message needs SMTPUTF8 (non-ASCII addresses) but SMTP server "
@@ -362,34 +418,40 @@ class _Connection:
             params.append("SMTPUTF8")
         if client.has_extn("size"):
             params.append(f"SIZE={len(payload)}")
-        client.command_encoding = "utf-8" if smtputf8 else "ascii"
+        return "".join(" " + p for p in params)
 
-        client.phase = "MAIL FROM"
-        code, reply = client.docmd("MAIL", f"FROM:<{envelope_from}>{''.join(' ' + p for p in params)}")
-        if not 200 <= code < 300:
-            raise smtplib.SMTPResponseException(code, reply)
-        self.mail_accepted = True
+    def envelope(self, request: _Request, recipients: list[str]) -> bytes:
+        """MAIL FROM, every RCPT TO and DATA as one pipelined write (RFC 2920); raises DeliveryError
+        like mail_parameters. No I/O: the previous holder of the connection may build it to chain it
+        after its own data."""
+        params = self.mail_parameters(request.payload, request.smtputf8)
+        lines = [f"MAIL FROM:<{request.envelope_from}>{params}\r\n"]
+        lines += [f"RCPT TO:<{recipient}>\r\n" for recipient in recipients]
+        lines.append("DATA\r\n")
+        return "".join(lines).encode("utf-8" if request.smtputf8 else "ascii")
 
-        client.phase = "RCPT TO"
-        for recipient in recipients:
-            code, reply = client.docmd("RCPT", f"TO:<{recipient}>")
-            if not txn.record_rcpt(recipient, code, reply):
-                break
+    def transact(self, request: _Request, recipients: list[str], prewritten: bool = False) -> _Transaction:
+        """One MAIL FROM .. final reply. RCPTs stop at a "too many recipients" reply (the rest are
+        the transaction's .untried); when no recipient was accepted the transaction is reset and
+        returned without data. Transport errors and failed MAIL/DATA replies raise; then
+        self.transaction says how far it got. prewritten: the envelope was already written on this
+        connection (chained after the previous message's data); only its replies are read."""
+        client = self.client
+        self.mail_accepted = False
+        txn = self.transaction = _Transaction(list(recipients))
+        if prewritten or self.pipelining:
+            self._pipelined_envelope(request, txn, prewritten)
+        else:
+            self._lockstep_envelope(request, txn)
 
         if not txn.accepted:
-            client.phase = "RSET"
-            try:
-                code, _ = client.rset()
-                self.broken = code != 250
-            except _TRANSPORT_ERRORS:
-                self.broken = True  # the refusals are what matter; the connection is discarded
-            return txn
+            return txn  # (reset, or the connection is marked broken)
 
-        client.phase = "DATA"
-        code, reply = client.docmd("DATA")
-        if code != 354:
-            raise smtplib.SMTPResponseException(code, reply)
-        client.send(_dot_stuffed(payload) + b".\r\n")
+        claimed = None
+        if self.claim_next is not None and self.pipelining and not txn.untried:
+            claimed = self.claim_next(self)  # the next waiting sender's envelope, or None
+        self.chained = claimed
+        client.send(request.data + (claimed.envelope if claimed is not None else b""))
         client.phase = "end of DATA"  # the final "." is out: from here on the outcome may be unknown
         code, reply = client.getreply()
         if not 200 <= code < 300:
@@ -397,6 +459,76 @@ class _Connection:
         self.messages_sent += 1
         txn.response = _reply_line(code, reply)
         return txn
+
+    def _lockstep_envelope(self, request: _Request, txn: _Transaction) -> None:
+        """MAIL, each RCPT and DATA, each waiting for its reply (a server without PIPELINING)."""
+        client = self.client
+        params = self.mail_parameters(request.payload, request.smtputf8)
+        client.command_encoding = "utf-8" if request.smtputf8 else "ascii"
+
+        client.phase = "MAIL FROM"
+        code, reply = client.docmd("MAIL", f"FROM:<{request.envelope_from}>{params}")
+        if not 200 <= code < 300:
+            raise smtplib.SMTPResponseException(code, reply)
+        self.mail_accepted = True
+
+        client.phase = "RCPT TO"
+        for recipient in txn.recipients:
+            code, reply = client.docmd("RCPT", f"TO:<{recipient}>")
+            if not txn.record_rcpt(recipient, code, reply):
+                break
+
+        if not txn.accepted:
+            self._reset()
+            return
+        client.phase = "DATA"
+        code, reply = client.docmd("DATA")
+        if code != 354:
+            raise smtplib.SMTPResponseException(code, reply)
+
+    def _pipelined_envelope(self, request: _Request, txn: _Transaction, prewritten: bool) -> None:
+        """MAIL, every RCPT and DATA in one write (unless already written), then their replies in
+        order. Every reply is classified as the lockstep path would, except that RCPT replies after
+        a "too many recipients" settle nothing (see _Transaction.record_late_rcpt)."""
+        client = self.client
+        client.phase = "MAIL FROM"
+        if not prewritten:
+            client.send(self.envelope(request, txn.recipients))
+        code, reply = client.getreply()
+        if not 200 <= code < 300:
+            raise smtplib.SMTPResponseException(code, reply)  # the caller drops the connection
+        self.mail_accepted = True
+
+        client.phase = "RCPT TO"
+        counting = True
+        for index, recipient in enumerate(txn.recipients):
+            code, reply = client.getreply()
+            if counting:
+                counting = txn.record_rcpt(recipient, code, reply)
+            else:
+                txn.record_late_rcpt(index, code, reply)
+
+        client.phase = "DATA"
+        code, reply = client.getreply()
+        if txn.accepted:
+            if code != 354:
+                raise smtplib.SMTPResponseException(code, reply)
+            return
+        # No recipient: the server refused DATA (RFC 2920: 503 or 554) and no data is sent. A
+        # server that said 354 anyway waits for a message nobody would receive: drop it.
+        if code == 354:
+            self.broken = True
+            return
+        self._reset()
+
+    def _reset(self) -> None:
+        client = self.client
+        client.phase = "RSET"
+        try:
+            code, _ = client.rset()
+            self.broken = code != 250
+        except _TRANSPORT_ERRORS:
+            self.broken = True  # the refusals are what matter; the connection is discarded
 
     def looks_alive(self) -> bool:
         """Cheap check without a round trip: an idle server has nothing to say unless it sent a
@@ -422,6 +554,7 @@ class _Connection:
     def close(self, polite: bool) -> None:
         """QUIT (when the session is healthy) and close; never raises."""
         client = self.client
+        self.closed = True
         try:
             if polite and client.sock is not None:
                 client.sock.settimeout(min(self.settings.socket_timeout, QUIT_TIMEOUT_SECONDS))
@@ -432,43 +565,73 @@ class _Connection:
             client.close()
 
 
+@dataclass
+class _Request:
+    """One send as the wire needs it: the payload serialized once, its data dot-stuffed once."""
+
+    envelope_from: str
+    recipients: list[str]
+    payload: bytes  # the message as serialized (CRLF), for SIZE= and the 8-bit check
+    data: bytes  # dot-stuffed payload plus the final ".\r\n"
+    smtputf8: bool
+
+
+class _Waiter:
+    """A send waiting for (or holding) one of the pool's maxConnections slots."""
+
+    def __init__(self, request: _Request) -> None:
+        self.request = request
+        self.granted = threading.Event()  # set once: the slot is this send's
+        self.connection: _Connection | None = None  # handed over warm with the slot, if any
+        # Written by the previous holder right after its data, once it claimed this waiter; the
+        # claim is void (and the waiter gets no connection) unless the holder hands it over.
+        self.envelope: bytes | None = None
+        self.envelope_written = False  # the connection comes with this send's envelope already sent
+
+
 class SmtpPool:
     """Thread-safe pool of SMTP connections to one server, at most maxConnections at once.
 
-    After close() the pool keeps no connections: later sends still work, one connection each, so
-    a caller holding an old pool (see pool_for) never fails because of the swap."""
+    Senders get a slot in arrival order (FIFO); a slot comes with a warm connection when one is
+    handed over or idle, else the sender connects. After close() the pool keeps no connections:
+    later sends still work, one connection each, so a caller holding an old pool (see pool_for)
+    never fails because of the swap."""
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
         self._tls_context = _build_tls_context(settings)
-        self._slots = threading.BoundedSemaphore(settings.max_connections)
         self._idle: list[_Connection] = []
+        self._queue: deque[_Waiter] = deque()  # senders waiting for a slot, oldest first
+        self._active = 0  # slots held (sends in progress); never above max_connections
         self._lock = threading.Lock()
         self._closed = False
+
+    @property
+    def waiting(self) -> int:
+        """How many sends are queued for a slot right now."""
+        with self._lock:
+            return len(self._queue)
 
     def send(
         self,
         envelope_from: str,
         recipients: list[str],
-        message: email.message.EmailMessage,
+        message: email.message.EmailMessage | bytes,
         smtputf8: bool = False,
     ) -> SendResult:
+        """Send `message` to `recipients`. `message` is an EmailMessage (serialized here, without
+        its Bcc header) or bytes: an already serialized message used as is (any line endings; it
+        must not carry a Bcc header)."""
         recipients = list(recipients)
         _check_envelope(envelope_from, recipients, smtputf8)
-        payload = _serialize(message, smtputf8)
+        payload = _payload(message, smtputf8)
+        request = _Request(envelope_from, recipients, payload, _dot_stuffed(payload) + b".\r\n", smtputf8)
         settings = self.settings
-        if not self._slots.acquire(timeout=settings.connection_timeout):
-            raise DeliveryError(
-                f"no free SMTP connection to {settings.address} within "
-                f"{settings.connection_timeout:g}s (maxConnections={settings.max_connections})",
-                transient=True,
-            )
+        waiter = self._acquire(request)
         try:
-            result = self._send_in_slot(envelope_from, recipients, payload, smtputf8)
+            result = self._send_in_slot(waiter)
         except DeliveryError as error:
             raise error.redacted(settings.password) from error.__cause__
-        finally:
-            self._slots.release()
         if settings.password and result.deferred_reason and settings.password in result.deferred_reason:
             result.deferred_reason = result.deferred_reason.replace(settings.password, "******")
         return result
@@ -480,19 +643,121 @@ class SmtpPool:
         for connection in idle:
             connection.close(polite=True)
 
-    def _send_in_slot(
-        self, envelope_from: str, recipients: list[str], payload: bytes, smtputf8: bool
-    ) -> SendResult:
-        reused = self._take_idle()
-        if reused is not None:
-            log.debug("reusing SMTP connection to %s", self.settings.address)
+    # -- slots -------------------------------------------------------------------------------------
+
+    def _acquire(self, request: _Request) -> _Waiter:
+        settings = self.settings
+        waiter = _Waiter(request)
+        with self._lock:
+            if not self._queue and self._active < settings.max_connections:
+                self._active += 1
+                return waiter
+            self._queue.append(waiter)
+        if waiter.granted.wait(settings.connection_timeout):
+            return waiter
+        with self._lock:
+            still_queued = waiter in self._queue
+            if still_queued:
+                self._queue.remove(waiter)
+        if still_queued:
+            raise DeliveryError(
+                f"no free SMTP connection to {settings.address} within "
+                f"{settings.connection_timeout:g}s (maxConnections={settings.max_connections})",
+                transient=True,
+            )
+        waiter.granted.wait()  # granted (or claimed) just as the wait ran out: the holder hands over
+        return waiter
+
+    def _claim_next(self, connection: _Connection) -> _Waiter | None:
+        """Called by the holder of `connection` at its last data write: take the oldest waiting
+        sender out of the queue, with its envelope built for this connection, if the connection
+        will be handed to it afterwards."""
+        settings = self.settings
+        with self._lock:
+            if (not self._queue or self._closed or not settings.pool
+                    or connection.messages_sent + 1 >= settings.max_messages):
+                return None
+            waiter = self._queue[0]
+            request = waiter.request
             try:
-                return self._transact(reused, envelope_from, recipients, payload, smtputf8, True)
-            except _StaleConnection:
-                log.debug("reused SMTP connection to %s was closed by the server; reconnecting",
-                          self.settings.address)
-        fresh = self._connect()
-        return self._transact(fresh, envelope_from, recipients, payload, smtputf8, False)
+                waiter.envelope = connection.envelope(request, request.recipients)
+            except DeliveryError:
+                return None  # it will meet that error itself, on its own turn
+            self._queue.popleft()
+            return waiter
+
+    def _release(self, connection: _Connection | None, chained: _Waiter | None) -> None:
+        """End of a send's slot. A chained waiter gets the slot (and the connection, whose stream
+        already carries its envelope); else the oldest waiter does; else the connection idles."""
+        to_close = None
+        with self._lock:
+            waiter = chained
+            if waiter is None and self._queue:
+                waiter = self._queue.popleft()
+            if waiter is None:
+                self._active -= 1
+                if connection is not None:
+                    if self._closed:
+                        to_close = connection
+                    else:
+                        connection.last_used = time.monotonic()
+                        self._idle.append(connection)
+            else:
+                waiter.connection = connection
+                waiter.envelope_written = chained is not None and connection is not None
+        if waiter is not None:
+            waiter.granted.set()
+        if to_close is not None:
+            to_close.close(polite=True)
+
+    # -- one send ----------------------------------------------------------------------------------
+
+    def _send_in_slot(self, waiter: _Waiter) -> SendResult:
+        request = waiter.request
+        connection = waiter.connection
+        prewritten = waiter.envelope_written
+        reused = connection is not None
+        if connection is None:
+            connection = self._take_idle()
+            reused = connection is not None
+            if reused:
+                log.debug("reusing SMTP connection to %s", self.settings.address)
+        try:
+            while True:
+                if connection is None:
+                    connection = self._connect()
+                    reused = False
+                try:
+                    return self._transact(connection, request, reused, prewritten)
+                except _StaleConnection:
+                    log.debug("reused SMTP connection to %s was closed by the server; reconnecting",
+                              self.settings.address)
+                    connection, prewritten = None, False
+        finally:
+            self._finish(connection)
+
+    def _finish(self, connection: _Connection | None) -> None:
+        """Keep the connection for the next sender when it is healthy, else close it; then release
+        the slot (to the chained waiter if this send claimed one)."""
+        chained = None
+        keep = None
+        if connection is not None:
+            chained, connection.chained = connection.chained, None
+            settings = self.settings
+            if connection.closed:
+                pass
+            elif connection.broken:
+                connection.close(polite=False)
+            elif connection.messages_sent >= settings.max_messages:
+                log.debug("recycling SMTP connection to %s after %d messages",
+                          settings.address, connection.messages_sent)
+                connection.close(polite=chained is None)
+            elif not settings.pool or self._closed:
+                # (a chained envelope is pending: QUIT would be read as message data)
+                connection.close(polite=chained is None)
+            else:
+                keep = connection
+        self._release(keep, chained)
 
     def _connect(self) -> _Connection:
         log.debug("connecting to SMTP server %s", self.settings.address)
@@ -505,24 +770,20 @@ class SmtpPool:
         except _TRANSPORT_ERRORS as exc:
             connection.close(polite=False)
             raise _delivery_error(exc, connection.phase, self.settings) from exc
+        connection.claim_next = self._claim_next
         return connection
 
     def _transact(
-        self,
-        connection: _Connection,
-        envelope_from: str,
-        recipients: list[str],
-        payload: bytes,
-        smtputf8: bool,
-        reused: bool,
+        self, connection: _Connection, request: _Request, reused: bool, prewritten: bool
     ) -> SendResult:
         """All transactions of one send on this connection (more than one when the server limits
-        the recipients per transaction)."""
+        the recipients per transaction). On failure the connection is closed."""
         progress = _Progress()
+        recipients = request.recipients
         remaining = recipients
         while remaining:
             try:
-                txn = connection.transact(envelope_from, remaining, payload, smtputf8)
+                txn = connection.transact(request, remaining, prewritten)
             except DeliveryError:
                 connection.close(polite=False)
                 raise  # capabilities: only the first transaction can fail this way
@@ -538,6 +799,7 @@ class SmtpPool:
                           len(progress.responses) + 1, self.settings.address, len(progress.accepted))
                 progress.add_interrupted(connection.transaction, remaining, error)
                 return progress.result()
+            prewritten = False
             if txn.response is None:  # no recipient accepted in this transaction
                 if not progress.responses:
                     connection.close(polite=False)
@@ -552,10 +814,6 @@ class SmtpPool:
             if remaining:
                 log.debug("SMTP server %s limits recipients per transaction; %d more in another",
                           self.settings.address, len(remaining))
-        if connection.broken:
-            connection.close(polite=False)
-        else:
-            self._give_back(connection)
         return progress.result()
 
     def _take_idle(self) -> _Connection | None:
@@ -572,21 +830,6 @@ class SmtpPool:
             log.debug("dropping idle SMTP connection to %s", self.settings.address)
             connection.close(polite=connection.looks_alive())
         return found
-
-    def _give_back(self, connection: _Connection) -> None:
-        settings = self.settings
-        if connection.messages_sent >= settings.max_messages:
-            log.debug("recycling SMTP connection to %s after %d messages",
-                      settings.address, connection.messages_sent)
-            connection.close(polite=True)
-            return
-        if settings.pool:
-            connection.last_used = time.monotonic()
-            with self._lock:
-                if not self._closed:
-                    self._idle.append(connection)
-                    return
-        connection.close(polite=True)
 
 
 _pool_lock = threading.Lock()
@@ -656,6 +899,17 @@ def _check_envelope(envelope_from: str, recipients: list[str], smtputf8: bool) -
                 f"envelope {label} is not ASCII; it can only be sent with smtputf8=True",
                 transient=False,
             )
+
+
+def _payload(message: email.message.EmailMessage | bytes, smtputf8: bool) -> bytes:
+    """The bytes to send: an already serialized message as is, else the EmailMessage serialized."""
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return bytes(message)
+    if not isinstance(message, email.message.Message):
+        raise DeliveryError(
+            f"the message must be an EmailMessage or bytes, not {type(message).__name__}", transient=False
+        )
+    return _serialize(message, smtputf8)
 
 
 def _serialize(message: email.message.EmailMessage, smtputf8: bool) -> bytes:

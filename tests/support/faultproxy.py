@@ -307,6 +307,12 @@ class _Link:
         self._tail = b""  # the last bytes of message data (end of data may span chunks)
         self._data_started = False
         self._greeted = False
+        # Replies the client still waits for (the greeting, one per command, one per message), and
+        # while a DATA's reply is awaited, how many replies to go until it (RFC 2920 pipelining:
+        # MAIL, RCPT and DATA arrive together and their replies come back in order).
+        self._expected_replies = 1
+        self._data_reply_in: int | None = None
+        self._reply_line = b""  # a reply line not yet complete
         self._hold_reply = 0.0  # stall the server's next reply this long
         self._swallow_reply = False
         self._reply_swallowed = threading.Event()
@@ -401,6 +407,7 @@ class _Link:
                         self._tail = window[-4:]
                         break
                     end = index + found + len(_END_OF_DATA) - len(self._tail)
+                    self._expected_replies += 1  # the final reply to the message
                     events.append((max(0, end - 3), "before end of data"))
                     events.append((end, "after end of data"))
                     self._mode, self._tail, index = "command", b"", end
@@ -417,8 +424,10 @@ class _Link:
                     continue
                 name = verb.group().decode().upper()
                 events.append((max(0, start), name))
+                self._expected_replies += 1
                 if name == "DATA" and line.strip().upper() == b"DATA":
                     self._mode = "await354"
+                    self._data_reply_in = self._expected_replies
                 elif name == "STARTTLS":
                     self._mode = "awaittls"
         return events
@@ -432,10 +441,8 @@ class _Link:
                 _shutdown_write(self.client)
                 return
             with self._lock:
-                if self._mode == "await354":
-                    self._mode, self._tail = ("data", b"\r\n") if data.startswith(b"354") else ("command", b"")
-                    self._data_started = False
-                elif self._mode == "awaittls":
+                self._count_replies(data)
+                if self._mode == "awaittls":
                     self._mode = "opaque" if data.startswith(b"220") else "command"
             if self._swallow_reply:  # the reply to the end of data: the client never gets it
                 self._reply_swallowed.set()
@@ -453,6 +460,26 @@ class _Link:
                 self.closed.wait(seconds)
             self.proxy._pace(self)
             self.client.sendall(data)
+
+
+    def _count_replies(self, data: bytes) -> None:
+        """Follow the server's replies (under self._lock); the reply to DATA decides whether the
+        client's next bytes are message data (354) or commands."""
+        lines = (self._reply_line + data).split(b"\n")
+        self._reply_line = lines.pop()[-_MAX_LINE:]
+        for line in lines:
+            if len(line) >= 3 and line[:3].isdigit() and line[3:4] == b"-":
+                continue  # not the last line of a multi-line reply
+            self._expected_replies -= 1
+            if self._mode == "await354" and self._data_reply_in is not None:
+                self._data_reply_in -= 1
+                if self._data_reply_in <= 0:
+                    self._data_reply_in = None
+                    if line.startswith(b"354"):
+                        self._mode, self._tail = "data", b"\r\n"
+                    else:
+                        self._mode, self._tail = "command", b""
+                    self._data_started = False
 
 
 def _check_point(point: str) -> str:

@@ -24,6 +24,16 @@ hanging up after the whole message arrived without replying (the message is reco
 has it, the client cannot know), a stall at any step, and a failed STARTTLS handshake. Faults a
 server cannot play (a reset connection, a cut between the client's final "." and the reply, latency)
 are in tests/support/faultproxy.py.
+
+Pipelining and round trips: smtp_server(pipelining=True) advertises PIPELINING (RFC 2920; aiosmtpd
+reads pipelined input correctly but never says so). Every server counts read bursts: how many times
+it answered and then had to wait for the client's next input, i.e. the client's round trips
+(server.read_bursts in total, server.session_read_bursts per session). A wait is counted when it
+ends (the client's bytes arrived), so the count is complete before the server replies to them: on a
+warm connection a lockstep client costs 4 per one-recipient message (MAIL, RCPT, DATA, data), a
+pipelining client 2 (envelope, data) and a client that chains the next envelope after its data 1.
+A line split across packets costs no extra burst (the server had not answered in between).
+Behaviour.reply_fragment splits each reply the server sends into packets of that many bytes.
 """
 
 from __future__ import annotations
@@ -117,6 +127,9 @@ class Behaviour:
     # STARTTLS is offered and answered "220 Ready", then the handshake fails: "hang up" closes the
     # connection after the ClientHello, "alert" answers it with a fatal handshake_failure alert.
     starttls_fault: str | None = None
+    # Send every reply in packets of this many bytes (TCP_NODELAY, a short pause between), so a
+    # client must reassemble a reply that arrives split across reads.
+    reply_fragment: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("close_with_421_at", "slow_reply_at"):
@@ -209,6 +222,7 @@ class SmtpTestServer:
         auth_mechanisms: tuple[str, ...],
         server_cert: trustme.LeafCert,
         ca_file: str,
+        pipelining: bool = False,
     ) -> None:
         if tls not in TLS_MODES:
             raise ValueError(f"tls must be one of {TLS_MODES}, got {tls!r}")
@@ -230,6 +244,9 @@ class SmtpTestServer:
         self.rcpt_commands = 0  # RCPT TO commands, all sessions
         self.data_received = 0  # messages whose data arrived completely, all sessions
         self.starttls_faults = 0  # STARTTLS handshakes failed on purpose
+        self.pipelining = pipelining  # advertise PIPELINING in the EHLO reply
+        self.read_bursts = 0  # times the server answered, then waited for the client (all sessions)
+        self.session_read_bursts: dict[int, int] = {}  # the same per session number
         self._sessions: list[_ScriptedSMTP] = []
         self._lost = threading.Condition()
         self._recording = False
@@ -369,6 +386,7 @@ class _ScriptedSMTP(SMTP):
         self._open = False
         self._raw_socket: Any = None
         self._greeted = False
+        self._replied = False  # wrote a reply since the last wait for input
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None  # STARTTLS calls this again for the same session
@@ -377,6 +395,7 @@ class _ScriptedSMTP(SMTP):
             self._open = True
             self._raw_socket = transport.get_extra_info("socket")  # kept for hang_up()
             self._counted = self.owner._session_opened(self)
+            self._count_read_bursts()
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
@@ -384,7 +403,29 @@ class _ScriptedSMTP(SMTP):
             self._open = False
             self.owner._session_closed(self, self._counted)
 
+    def _count_read_bursts(self) -> None:
+        """Wrap the stream reader's wait for more input: a wait that follows a reply is a burst."""
+        reader = self._stream_reader
+        if reader is None:
+            return
+        waiting = reader._wait_for_data
+
+        async def counted(func_name: str) -> None:
+            replied, self._replied = self._replied, False
+            await waiting(func_name)
+            if replied and self._counted:
+                owner = self.owner
+                owner.read_bursts += 1
+                owner.session_read_bursts[self.number] = owner.session_read_bursts.get(self.number, 0) + 1
+
+        reader._wait_for_data = counted  # type: ignore[method-assign]
+
     async def push(self, status: Any) -> None:
+        self._replied = True
+        fragment = self.owner.behaviour.reply_fragment
+        if fragment and self._greeted and self.transport is not None and not self.transport.is_closing():
+            await self._push_in_fragments(status, fragment)
+            return
         if not self._greeted:
             self._greeted = True
             behaviour = self.owner.behaviour
@@ -399,6 +440,20 @@ class _ScriptedSMTP(SMTP):
                     await self.hang_up(behaviour.greeting_reply)
                     await asyncio.Event().wait()  # cancelled by connection_lost
         await super().push(status)
+
+    async def _push_in_fragments(self, status: str, size: int) -> None:
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        data = (status + "\r\n").encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
+        for start in range(0, len(data), size):
+            if self.transport is None or self.transport.is_closing():
+                return
+            self.transport.write(data[start:start + size])
+            await asyncio.sleep(0.002)
 
     async def stall(self, point: str) -> None:
         """Stop answering for Behaviour.stall_seconds when the script says so at this point."""
@@ -481,7 +536,10 @@ class _Handler:
         session.host_name = hostname  # the 5-argument hook must do this itself
         self.owner.ehlo_names.append(hostname)
         await self._maybe_slow(server, "EHLO")
-        return [line for line in responses if line.strip() != "250-AUTH"]  # no mechanisms: no AUTH
+        lines = [line for line in responses if line.strip() != "250-AUTH"]  # no mechanisms: no AUTH
+        if self.owner.pipelining:
+            lines.insert(1, "250-PIPELINING")
+        return lines
 
     async def handle_MAIL(
         self, server: _ScriptedSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -618,7 +676,8 @@ def smtp_server(
     smtp_server_cert: trustme.LeafCert, smtp_ca_file: str
 ) -> Iterator[Callable[..., SmtpTestServer]]:
     """Factory: smtp_server(tls="starttls"|"implicit"|"none", auth=True, require_starttls=True,
-    users={"user": "pass"}, behaviour=Behaviour(), smtputf8=True, auth_mechanisms=("PLAIN", "LOGIN"))
+    users={"user": "pass"}, behaviour=Behaviour(), smtputf8=True, auth_mechanisms=("PLAIN", "LOGIN"),
+    pipelining=False)
     starts a real SMTP server and returns its SmtpTestServer. All are stopped at test end."""
     started: list[SmtpTestServer] = []
 
@@ -630,6 +689,7 @@ def smtp_server(
         behaviour: Behaviour | None = None,
         smtputf8: bool = True,
         auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN"),
+        pipelining: bool = False,
     ) -> SmtpTestServer:
         server = SmtpTestServer(
             tls=tls,
@@ -641,6 +701,7 @@ def smtp_server(
             auth_mechanisms=auth_mechanisms,
             server_cert=smtp_server_cert,
             ca_file=smtp_ca_file,
+            pipelining=pipelining,
         )
         started.append(server)
         server.start()
