@@ -380,6 +380,9 @@ def parse_content_type(value: str, field_name: str) -> tuple[str, str, dict[str,
     match = _CONTENT_TYPE.fullmatch(value)
     if not match:
         raise MailInputError(field_name, f"{shown(value)} is not a content type of the form type/subtype")
+    problem = header_text_problem(value)  # a quoted parameter may hold anything but " and \
+    if problem:
+        raise MailInputError(field_name, f"content types {problem}")
     maintype = match["maintype"].lower()
     if maintype == "multipart":
         raise MailInputError(field_name, "multipart types cannot be attached; the function builds the message structure")

@@ -40,7 +40,8 @@ _LINE_BREAKING = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _FOLD_POINTS = re.compile(r"(?<![ \t])(?=[ \t]+[^ \t])")
 _ATEXT = r"A-Za-z0-9!#$%&'*+/^_`{|}~-"  # RFC 5322 atext without "=" and "?" (no encoded-word lookalikes)
 _ASCII_PHRASE = re.compile(rf"[{_ATEXT}]+(?: [{_ATEXT}]+)*")
-_UTF8_PHRASE = re.compile(rf"[{_ATEXT}\u00a0-\U0010ffff]+(?: [{_ATEXT}\u00a0-\U0010ffff]+)*")
+_UTF8_WORD = rf"(?:[{_ATEXT}]|[^\x00-\x7f\s])+"  # RFC 6532 atext: UTF-8 too, but no (Unicode) whitespace
+_UTF8_PHRASE = re.compile(rf"{_UTF8_WORD}(?: {_UTF8_WORD})*")
 _QUOTABLE = re.compile(r'[\x20\x21\x23-\x5b\x5d-\x7e]*')  # printable ASCII without " and \
 _ATTR_CHAR = re.compile(r"[A-Za-z0-9!#$&+.^_`|~-]")  # RFC 2231 attribute-char
 _NEWLINES = re.compile(r"\r\n|\r")
@@ -91,6 +92,12 @@ def _encoded_words(text: str) -> list[str]:
     start, size = 0, len(data)
     while start < size:
         end = min(start + _ENCODED_WORD_OCTETS, size)
+        if end < size:
+            # Prefer to end a word after a space: some readers (the stdlib's, in display names) show
+            # a space between adjacent encoded words that RFC 2047 6.2 says to drop.
+            space = max(data.rfind(b" ", start, end), data.rfind(b"\t", start, end))
+            if space > start:
+                end = space + 1
         while end < size and data[end] & 0xC0 == 0x80:  # never split a UTF-8 sequence
             end -= 1
         words.append("=?UTF-8?B?" + binascii.b2a_base64(data[start:end], newline=False).decode("ascii") + "?=")
