@@ -92,15 +92,28 @@ def tree(rows: list[tuple[int, int, int, str]], skip: set[str]) -> list[Node]:
     return [node for node in pending[0] if node.name not in skip]
 
 
+def collapsed(node: Node) -> Node:
+    """A module that is mostly one import of another is shown as one line: "a > b" (b's children)."""
+    while True:
+        heavy = [child for child in node.children if child.cumulative >= 0.9 * node.cumulative]
+        if not heavy:
+            return node
+        child = heavy[0]
+        rest = [other for other in node.children if other is not child]
+        node = Node(f"{node.name} > {child.name}", node.self_us, node.cumulative, child.children + rest)
+
+
 def biggest(roots: list[Node], count: int) -> list[tuple[int, Node]]:
     """The `count` largest nodes, each shown with the import that pulled it in: grow from the roots,
     always taking the largest node whose parent is taken. (depth, node) in tree order."""
+    roots = [collapsed(node) for node in roots]
     frontier = [(0, node) for node in roots]
     taken: set[int] = set()
     while frontier and len(taken) < count:
         depth, node = max(frontier, key=lambda item: item[1].cumulative)
         frontier.remove((depth, node))
         taken.add(id(node))
+        node.children = [collapsed(child) for child in node.children]
         frontier += [(depth + 1, child) for child in node.children]
     shown: list[tuple[int, Node]] = []
 
