@@ -314,9 +314,9 @@ def run_client(client: str, sink: Sink, message_file: Path, folder: Path, args: 
     }
     config_path = folder / f"{client.replace('@', '-')}.json"
     config_path.write_text(json.dumps(config))
+    errors = (folder / f"{config_path.stem}.stderr").open("w+")  # a file: a chatty client never blocks on it
     process = subprocess.Popen(client_command(client, config_path), cwd=ROOT, env=client_env(client, folder),
-                               stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True, bufsize=1)
     try:
         ready = _line(process, 60)
         if ready != "ready":
@@ -338,6 +338,7 @@ def run_client(client: str, sink: Sink, message_file: Path, folder: Path, args: 
         if process.poll() is None:
             process.kill()
             process.wait()
+        errors.close()
     return Result(report["elapsed"], report["cpu"], report["latencies"], turns, args.messages, report["runtime"],
                   report.get("failed", 0), report.get("failures", []))
 
@@ -361,7 +362,8 @@ def _line(process: subprocess.Popen, timeout: float) -> str:
 def _failure(client: str, said: str, process: subprocess.Popen) -> str:
     if process.poll() is None:
         process.kill()
-    errors = process.stderr.read().strip().splitlines() if process.stderr else []
+    process.wait()
+    errors = Path(process.args[-1]).with_suffix(".stderr").read_text(errors="replace").strip().splitlines()
     detail = said or (errors[-1] if errors else "no output")
     try:
         detail = json.loads(said)["error"]
