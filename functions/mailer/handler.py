@@ -281,7 +281,7 @@ class Handler:
         if not owed:  # every recipient already accepted in an earlier attempt of this delivery
             return delivery.finish(claimed, delivery.SUCCESS, self.deps.clock(), info=carried, ttl=settings_.ttl), None
         try:
-            result = pool.send(mail.envelope_from, owed, mail.message, mail.smtputf8)
+            result = pool.send(mail.envelope_from, owed, mail.payload, mail.smtputf8)
         except DeliveryError as exc:
             now = self.deps.clock()
             rejected = list(exc.rejected or [])
