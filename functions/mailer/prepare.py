@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.cloud import firestore
 
@@ -20,8 +20,9 @@ from mailer.compose import ComposedMail, ComposeDefaults, compose
 from mailer.document import MailInputError, MailRequest, parse_mail_document
 from mailer.recipients import Unresolved, UserDirectory, all_uids, resolve_recipients, uid_fields
 from mailer.settings import Settings
-from mailer.template_store import TemplateStore, store_for
-from mailer.templates import TemplateError
+
+if TYPE_CHECKING:  # the template engine loads on first use: most mail names no template (cold start)
+    from mailer.template_store import TemplateStore
 
 
 class Refusal(Exception):
@@ -46,10 +47,13 @@ NO_LOOKUPS = Lookups()
 
 def lookups_for(client: firestore.Client, settings: Settings) -> Lookups:
     """Lookups in the database of the mail document. The template store lives as long as the instance."""
+    templates = None
+    if settings.templates_collection:
+        from mailer.template_store import store_for
+
+        templates = store_for(client, settings.templates_collection, settings.template_cache_seconds)
     return Lookups(
-        templates=store_for(client, settings.templates_collection, settings.template_cache_seconds)
-        if settings.templates_collection
-        else None,
+        templates=templates,
         users=UserDirectory(client, settings.users_collection) if settings.users_collection else None,
     )
 
@@ -93,6 +97,8 @@ def _render_template(fields: dict[str, Any], request: MailRequest, templates: Te
     try:
         result = parse_mail_document(merged)
     except MailInputError as error:
+        from mailer.templates import TemplateError
+
         raise TemplateError(f"{template.document.label} rendered an invalid {error}") from None
     return result
 
