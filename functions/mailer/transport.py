@@ -717,12 +717,12 @@ class SmtpPool:
         connection = waiter.connection
         prewritten = waiter.envelope_written
         reused = connection is not None
-        if connection is None:
-            connection = self._take_idle()
-            reused = connection is not None
-            if reused:
-                log.debug("reusing SMTP connection to %s", self.settings.address)
         try:
+            if connection is None:
+                connection = self._take_idle()
+                reused = connection is not None
+                if reused:
+                    log.debug("reusing SMTP connection to %s", self.settings.address)
             while True:
                 if connection is None:
                     connection = self._connect()
@@ -799,6 +799,9 @@ class SmtpPool:
                           len(progress.responses) + 1, self.settings.address, len(progress.accepted))
                 progress.add_interrupted(connection.transaction, remaining, error)
                 return progress.result()
+            except BaseException:
+                connection.close(polite=False)  # out of step for certain: never hand it on
+                raise
             prewritten = False
             if txn.response is None:  # no recipient accepted in this transaction
                 if not progress.responses:
@@ -904,7 +907,7 @@ def _check_envelope(envelope_from: str, recipients: list[str], smtputf8: bool) -
 def _payload(message: email.message.EmailMessage | bytes, smtputf8: bool) -> bytes:
     """The bytes to send: an already serialized message as is, else the EmailMessage serialized."""
     if isinstance(message, (bytes, bytearray, memoryview)):
-        return bytes(message)
+        return _LINE_ENDINGS.sub(b"\r\n", bytes(message))  # (so SIZE= is the size sent)
     if not isinstance(message, email.message.Message):
         raise DeliveryError(
             f"the message must be an EmailMessage or bytes, not {type(message).__name__}", transient=False

@@ -24,6 +24,9 @@ def test_bytes_are_sent_as_is_with_crlf_and_dot_stuffing(smtp_server, open_pool,
                                 b"Message-ID: <fixed@example.com>\r\n\r\n.leading dot\r\n..two dots\r\n"
                                 b"last line without newline\r\n")
     assert received.message_id == "<fixed@example.com>"
+    # SIZE= declares the size with CRLF line endings (less the final CRLF the client adds here)
+    size = [option for option in received.mail_options if option.startswith("SIZE=")]
+    assert size == [f"SIZE={len(received.content) - 2}"], received.mail_options
 
 
 def test_bytes_and_the_email_message_they_came_from_arrive_identical(smtp_server, open_pool) -> None:

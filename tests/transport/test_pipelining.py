@@ -6,6 +6,8 @@ client's round trips."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from mailer.transport import DeliveryError
@@ -203,3 +205,18 @@ def test_data_refused_after_accepted_recipients(smtp_server, open_pool, mode) ->
         pool.send(SENDER, ["a@example.com"], make_message())
     assert caught.value.message == "SMTP 554 5.7.1 Spam"
     assert caught.value.transient is False and caught.value.outcome_unknown is False
+
+
+def test_the_server_really_splits_its_replies(smtp_server) -> None:
+    import socket
+
+    server = smtp_server(tls="none", auth=False, behaviour=Behaviour(reply_fragment=3))
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        greeting = b""
+        while not greeting.endswith(b"\r\n"):
+            greeting += sock.recv(1000)
+        sock.sendall(b"NOOP\r\n")
+        first = sock.recv(1000)
+        time.sleep(0.05)
+        rest = sock.recv(1000)
+    assert len(first) <= 3 and first + rest == b"250 OK\r\n"
