@@ -65,6 +65,7 @@ _RESENT_PREFIX = "resent-"
 _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 MAX_HEADER_NAME_CHARS = 76
 MAX_CID_CHARS = 200
+MAX_CONTENT_TYPE_NAME_CHARS = 127  # RFC 6838 4.2, so a Content-Type line stays under SMTP's 998 octets
 _MIME_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _CONTENT_TYPE = re.compile(
     rf"\s*(?P<maintype>{_MIME_TOKEN})/(?P<subtype>{_MIME_TOKEN})\s*"
@@ -383,6 +384,9 @@ def parse_content_type(value: str, field_name: str) -> tuple[str, str, dict[str,
     problem = header_text_problem(value)  # a quoted parameter may hold anything but " and \
     if problem:
         raise MailInputError(field_name, f"content types {problem}")
+    names = [match["maintype"], match["subtype"], *(param["name"] for param in _PARAM.finditer(match["params"]))]
+    if any(len(name) > MAX_CONTENT_TYPE_NAME_CHARS for name in names):
+        raise MailInputError(field_name, f"type, subtype and parameter names must be at most {MAX_CONTENT_TYPE_NAME_CHARS} characters (RFC 6838)")
     maintype = match["maintype"].lower()
     if maintype == "multipart":
         raise MailInputError(field_name, "multipart types cannot be attached; the function builds the message structure")

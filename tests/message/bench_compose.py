@@ -1,15 +1,23 @@
-"""CPU per compose() (time.process_time), for a text-only and a text+html+attachment (50 KB csv) message.
+"""CPU per message (time.process_time over `count` messages, after 50 warm-up ones), for a text-only and
+a text+html+attachment (50 KB csv) message: compose() plus, for revisions whose ComposedMail has no
+`payload`, the serialization the transport then did (message.as_bytes with the SMTP policy).
 
-    .venv/bin/python tests/message/bench_compose.py [count]
+    .venv/bin/python tests/message/bench_compose.py [count] [functions dir of another revision]
+    # e.g. the revision before the MIME writer:
+    mkdir /tmp/old && git archive 46fb7d1 functions | tar -x -C /tmp/old
+    .venv/bin/python tests/message/bench_compose.py 2000 /tmp/old/functions
 
-Not a test (pytest collects test_*.py only); the numbers go in issue 10's report.
+nodemailer's figure for the same messages: node tests/message/bench_compose_nodemailer.js 2000.
+Not a test (pytest collects test_*.py only).
 """
 
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "functions"))
+sys.path.insert(0, sys.argv[2] if len(sys.argv) > 2 else str(Path(__file__).resolve().parents[2] / "functions"))
+
+import email.policy  # noqa: E402
 
 from mailer.addresses import parse_mailbox  # noqa: E402
 from mailer.compose import ComposeDefaults, compose  # noqa: E402
@@ -30,18 +38,24 @@ SHAPES = {
 }
 
 
+def wire_bytes(mail) -> bytes:
+    payload = getattr(type(mail), "__dataclass_fields__", {}).get("payload") and mail.payload
+    if payload:
+        return payload
+    return mail.message.as_bytes(policy=email.policy.SMTPUTF8 if mail.smtputf8 else email.policy.SMTP)
+
+
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     for name, document in SHAPES.items():
         request = parse_mail_document(document)
         for _ in range(50):
-            compose(request, DEFAULTS)
+            wire_bytes(compose(request, DEFAULTS))
         start = time.process_time()
         for _ in range(count):
-            mail = compose(request, DEFAULTS)
+            size = len(wire_bytes(compose(request, DEFAULTS)))
         elapsed = time.process_time() - start
-        size = len(getattr(mail, "payload", b"")) or len(mail.message.as_bytes())
-        print(f"{name:22} {elapsed / count * 1000:.3f} ms CPU per compose() over {count} ({size} bytes)")
+        print(f"{name:22} {elapsed / count * 1000:.3f} ms CPU per message over {count} ({size} bytes)")
 
 
 if __name__ == "__main__":

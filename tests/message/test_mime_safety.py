@@ -304,3 +304,22 @@ def test_display_names_round_trip_exactly(name: str, utf8: bool) -> None:
         names = [re.sub(r"  +", " ", shown) for shown in names]  # the stdlib's space between encoded words
     assert names == [name, name]
     assert str(message["Subject"]) == name
+
+
+def test_long_content_type_names_are_refused_and_long_parameter_values_fold() -> None:
+    base = {"to": "ada@example.com", "message": {"subject": "S", "text": "t", "attachments": [{"content": "x"}]}}
+    for content_type in ["application/" + "x" * 200, "x" * 200 + "/y", "text/plain; " + "a" * 200 + "=b"]:
+        document = {**base, "message": {**base["message"], "attachments": [{"content": "x", "contentType": content_type}]}}
+        with pytest.raises(MailInputError, match=r"^message.attachments\[0\].contentType: type, subtype and parameter names must be at most 127"):
+            parse_mail_document(document)
+    value = "v" * 127 + "w" * 2000
+    attachment = Attachment("f.txt", b"x", f'text/plain; {"k" * 127}="{value}"', None, None)
+    composed = compose(MailRequest(to=[Mailbox("", "ada@example.com")], subject="S", text="t", attachments=[attachment]), DEFAULTS)
+    assert_wire_format(composed)
+    part = list(parsed(composed).iter_attachments())[0]
+    assert part["Content-Type"].params["k" * 127] == value
+
+
+def test_a_header_line_over_998_octets_is_never_written() -> None:
+    with pytest.raises(MailInputError, match="^message: a X-Long header line would be"):
+        mime._fold("X-Long", ["y" * 1000])
