@@ -11,15 +11,12 @@ inputs, encoded non-ASCII, folding that cannot open a new header line); nothing 
 
 from __future__ import annotations
 
-import email
-import email.policy
 import functools
 import mimetypes
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from typing import TYPE_CHECKING
 
 from mailer import mime
 from mailer.addresses import Mailbox
@@ -33,6 +30,9 @@ from mailer.document import (
     parse_content_type,
     parse_headers,
 )
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
 
 MAX_LINE_OCTETS = 998  # RFC 5322 2.1.1, without the CRLF
 # Built-in table only: /etc/mime.types differs between this machine and the Cloud Functions image.
@@ -58,7 +58,11 @@ class ComposedMail:
 
     @functools.cached_property
     def message(self) -> EmailMessage:
-        """The payload parsed (on first use only) with email.policy.SMTPUTF8 or SMTP: for tests and tools."""
+        """The payload parsed (on first use only) with email.policy.SMTPUTF8 or SMTP: for tests and tools.
+        Sending uses `payload`; the email package's parser is imported only here."""
+        import email
+        import email.policy
+
         policy = email.policy.SMTPUTF8 if self.smtputf8 else email.policy.SMTP
         return email.message_from_bytes(self.payload, policy=policy)  # type: ignore[return-value]
 
@@ -87,7 +91,7 @@ def compose(
     everyone = [sender, *request.to, *request.cc, *request.bcc, *([reply_to] if reply_to else [])]
     smtputf8 = any(mailbox.needs_smtputf8() for mailbox in everyone)
     if message_id is None or not _MESSAGE_ID.fullmatch(message_id):
-        message_id = make_msgid(domain=_message_id_domain(message_id_domain, sender))
+        message_id = mime.new_message_id(_message_id_domain(message_id_domain, sender))
 
     head = [mime.address_list("From", [_header_address(sender)], smtputf8)]
     if request.to:
@@ -97,7 +101,7 @@ def compose(
     if reply_to:
         head.append(mime.address_list("Reply-To", [_header_address(reply_to)], smtputf8))
     head.append(mime.unstructured("Subject", subject, smtputf8))
-    head.append(mime.simple("Date", format_datetime(datetime.now(timezone.utc))))
+    head.append(mime.simple("Date", mime.date_value(datetime.now(timezone.utc))))
     head.append(mime.simple("Message-ID", message_id))
     head.append("MIME-Version: 1.0\r\n")
     for name, value in headers.items():

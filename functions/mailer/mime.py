@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import binascii
 import os
+import random
 import re
+import time
+from datetime import datetime
 
 from mailer.document import MailInputError
 
@@ -205,6 +208,20 @@ def parameterized(name: str, value: str, params: list[tuple[str, str]]) -> str:
 def simple(name: str, value: str) -> str:
     """A header whose value the function generated (Date, Message-ID, MIME-Version, Content-ID ...)."""
     return f"{name}: {_checked(value)}\r\n"
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def date_value(now: datetime) -> str:
+    """RFC 5322 date-time of an aware UTC datetime (email.utils.format_datetime without its import)."""
+    return f"{_DAYS[now.weekday()]}, {now.day:02d} {_MONTHS[now.month - 1]} {now.year:04d} {now.hour:02d}:{now.minute:02d}:{now.second:02d} +0000"
+
+
+def new_message_id(domain: str) -> str:
+    """`<time.pid.random@domain>`, the shape of email.utils.make_msgid."""
+    return f"<{int(time.time() * 100)}.{os.getpid()}.{random.getrandbits(64)}@{domain}>"
 
 
 # --- bodies -------------------------------------------------------------------------------------

@@ -323,3 +323,14 @@ def test_long_content_type_names_are_refused_and_long_parameter_values_fold() ->
 def test_a_header_line_over_998_octets_is_never_written() -> None:
     with pytest.raises(MailInputError, match="^message: a X-Long header line would be"):
         mime._fold("X-Long", ["y" * 1000])
+
+
+def test_date_and_message_id_match_the_email_package() -> None:
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    moment = datetime(2026, 1, 4, 5, 6, 7, tzinfo=timezone.utc)
+    for days in range(0, 400, 13):
+        when = moment + timedelta(days=days, hours=days)
+        assert mime.date_value(when) == format_datetime(when)
+    assert re.fullmatch(r"<\d+\.\d+\.\d+@example\.org>", mime.new_message_id("example.org"))
