@@ -83,6 +83,9 @@ log = logging.getLogger("mailer.transport")
 # Servers drop idle clients (postfix after 300 s, many providers after 30-60 s): reconnect rather
 # than reuse a connection that sat longer than this.
 IDLE_RECONNECT_SECONDS = 30.0
+# Pipelined RCPTs per write (RFC 2920 3.2: a client that writes without reading can deadlock once
+# both directions' buffers fill). A larger envelope goes in groups, one round trip each.
+RCPT_GROUP = 100
 # Bound on a courtesy QUIT so closing a connection never stalls a send for a full socketTimeout.
 QUIT_TIMEOUT_SECONDS = 2.0
 
@@ -424,10 +427,16 @@ class _Connection:
         """MAIL FROM, every RCPT TO and DATA as one pipelined write (RFC 2920); raises DeliveryError
         like mail_parameters. No I/O: the previous holder of the connection may build it to chain it
         after its own data."""
-        params = self.mail_parameters(request.payload, request.smtputf8)
-        lines = [f"MAIL FROM:<{request.envelope_from}>{params}\r\n"]
+        return self._commands(request, recipients, mail=True, data=True)
+
+    def _commands(self, request: _Request, recipients: list[str], *, mail: bool, data: bool) -> bytes:
+        lines = []
+        if mail:
+            params = self.mail_parameters(request.payload, request.smtputf8)
+            lines.append(f"MAIL FROM:<{request.envelope_from}>{params}\r\n")
         lines += [f"RCPT TO:<{recipient}>\r\n" for recipient in recipients]
-        lines.append("DATA\r\n")
+        if data:
+            lines.append("DATA\r\n")
         return "".join(lines).encode("utf-8" if request.smtputf8 else "ascii")
 
     def transact(self, request: _Request, recipients: list[str], prewritten: bool = False) -> _Transaction:
@@ -487,13 +496,17 @@ class _Connection:
             raise smtplib.SMTPResponseException(code, reply)
 
     def _pipelined_envelope(self, request: _Request, txn: _Transaction, prewritten: bool) -> None:
-        """MAIL, every RCPT and DATA in one write (unless already written), then their replies in
-        order. Every reply is classified as the lockstep path would, except that RCPT replies after
-        a "too many recipients" settle nothing (see _Transaction.record_late_rcpt)."""
+        """MAIL, every RCPT and DATA in one write (unless already written; more than RCPT_GROUP
+        recipients go in groups), then their replies in order. Every reply is classified as the
+        lockstep path would, except that RCPT replies after a "too many recipients" settle nothing
+        (see _Transaction.record_late_rcpt); no group is sent after that reply."""
         client = self.client
+        recipients = txn.recipients
+        groups = [recipients[start:start + RCPT_GROUP] for start in range(0, len(recipients), RCPT_GROUP)]
+        data_sent = len(groups) == 1
         client.phase = "MAIL FROM"
         if not prewritten:
-            client.send(self.envelope(request, txn.recipients))
+            client.send(self._commands(request, groups[0], mail=True, data=data_sent))
         code, reply = client.getreply()
         if not 200 <= code < 300:
             raise smtplib.SMTPResponseException(code, reply)  # the caller drops the connection
@@ -501,15 +514,29 @@ class _Connection:
 
         client.phase = "RCPT TO"
         counting = True
-        for index, recipient in enumerate(txn.recipients):
-            code, reply = client.getreply()
-            if counting:
-                counting = txn.record_rcpt(recipient, code, reply)
-            else:
-                txn.record_late_rcpt(index, code, reply)
+        index = 0
+        for number, group in enumerate(groups):
+            if number:
+                if not counting:
+                    break  # the recipient limit was reached: the rest stay untried
+                data_sent = number == len(groups) - 1
+                client.send(self._commands(request, group, mail=False, data=data_sent))
+            for recipient in group:
+                code, reply = client.getreply()
+                if counting:
+                    counting = txn.record_rcpt(recipient, code, reply)
+                else:
+                    txn.record_late_rcpt(index, code, reply)
+                index += 1
 
         client.phase = "DATA"
-        code, reply = client.getreply()
+        if not data_sent:
+            if not txn.accepted:
+                self._reset()
+                return
+            code, reply = client.docmd("DATA")
+        else:
+            code, reply = client.getreply()
         if txn.accepted:
             if code != 354:
                 raise smtplib.SMTPResponseException(code, reply)
@@ -679,6 +706,8 @@ class SmtpPool:
                 return None
             waiter = self._queue[0]
             request = waiter.request
+            if len(request.recipients) > RCPT_GROUP:
+                return None  # its envelope takes more than one write
             try:
                 waiter.envelope = connection.envelope(request, request.recipients)
             except DeliveryError:

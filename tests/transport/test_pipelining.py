@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from mailer import transport
 from mailer.transport import DeliveryError
 
 from tests.support.smtp import Behaviour
@@ -220,3 +221,30 @@ def test_the_server_really_splits_its_replies(smtp_server) -> None:
         time.sleep(0.05)
         rest = sock.recv(1000)
     assert len(first) <= 3 and first + rest == b"250 OK\r\n"
+
+
+@pytest.mark.parametrize("limit", [None, 1, 3, 4])
+def test_large_envelopes_are_pipelined_in_groups_with_the_same_results(
+        smtp_server, open_pool, monkeypatch, limit) -> None:
+    monkeypatch.setattr(transport, "RCPT_GROUP", 2)
+    behaviour = Behaviour(max_recipients=limit, rcpt_replies={"b@example.com": "550 5.1.1 No such user"})
+    server = start(smtp_server, "pipelined", behaviour=behaviour)
+    lockstep = start(smtp_server, "lockstep", behaviour=behaviour)
+    to = ["a@example.com", "b@example.com", "c@example.com", "d@example.com", "e@example.com"]
+    results = [open_pool(s.uri("user", "pass")).send(SENDER, to, make_message()) for s in (server, lockstep)]
+    pipelined, reference = results
+    assert (pipelined.accepted, pipelined.rejected, pipelined.pending) == (
+        reference.accepted, reference.rejected, reference.pending)
+    assert sorted(pipelined.accepted + pipelined.rejected) == sorted(to)
+    assert [m.rcpt_tos for m in server.messages] == [m.rcpt_tos for m in lockstep.messages]
+
+
+def test_a_large_envelope_costs_one_round_trip_per_group(smtp_server, open_pool, monkeypatch) -> None:
+    monkeypatch.setattr(transport, "RCPT_GROUP", 2)
+    server = start(smtp_server, "pipelined")
+    pool = open_pool(server.uri("user", "pass"))
+    to = [f"r{n}@example.com" for n in range(5)]
+    pool.send(SENDER, to, make_message("warm-up"))
+    before = server.read_bursts
+    assert pool.send(SENDER, to, make_message()).accepted == to
+    assert server.read_bursts - before == 3 + 1  # three groups (the last ends with DATA), the data
