@@ -60,8 +60,9 @@ def test_every_client_sends_both_messages_to_the_aiosmtpd_sink(nodemailer: None)
             assert row["rate"] > 0 and row["rt"] > 0 and row["cpu"] > 0, f"{label}: {row}\n{output}"
     assert "not measured" not in output and "failed" not in output, output
     assert output.count(f"mailer vs {NODEMAILER10}:") == 2, output
-    # The proxy counts turns: nodemailer 8 has no pipelining, so MAIL, RCPT, DATA and the data each wait.
-    assert all(3.5 <= row["rt"] <= 4.5 for row in found["nodemailer 8.0.5 pool"]), output
+    # The proxy counts turns: nodemailer 8 has no pipelining, so MAIL, RCPT, DATA and the data each wait
+    # (a connection its pool opens only in the measured part adds its own turns: with 5 messages, up to 1 each).
+    assert all(3.9 <= row["rt"] <= 6.5 for row in found["nodemailer 8.0.5 pool"]), output
 
 
 def test_postfix_behind_the_latency_proxy(nodemailer: None) -> None:
