@@ -451,7 +451,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=5, help="maxConnections of every pool (default 5)")
     parser.add_argument("--senders", type=int, default=16,
                         help="messages outstanding at a time: threads (Python), concurrent sendMail (node) (default 16)")
-    parser.add_argument("--warmup", type=int, default=10, help="unmeasured messages that open the pool first (default 10)")
+    parser.add_argument("--warmup", type=int, default=10,
+                        help="unmeasured messages, sent as the measured ones are, that open the pool first (default 10)")
     parser.add_argument("--clients", type=_csv(str, tuple(CLIENTS)), default=list(CLIENTS),
                         help="default mailer,nodemailer10,nodemailer8")
     parser.add_argument("--sinks", type=_csv(str, SINKS), default=list(SINKS), help="default aiosmtpd,postfix")

@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
     spec = json.loads(Path(config["message"]).read_text())
     pool = SmtpPool(parse_smtp_uri(config["uri"]))
     send = sender_for(pool)
-    _, failures = send_all(send, spec, 0, config["warmup"], config["connections"])
+    _, failures = send_all(send, spec, 0, config["warmup"], config["senders"])
     if failures:
         print(json.dumps({"error": f"warm-up failed: {failures[0]}"}), flush=True)
         return 1

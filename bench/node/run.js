@@ -66,7 +66,7 @@ async function main() {
     auth: config.user ? { user: config.user, pass: config.password } : undefined,
   });
   const lines = readline.createInterface({ input: process.stdin });
-  const warm = await sendAll(transport, 0, config.warmup, config.connections);
+  const warm = await sendAll(transport, 0, config.warmup, config.senders);
   if (warm.failures.length) {
     console.log(JSON.stringify({ error: `warm-up failed: ${warm.failures[0]}` }));
     process.exit(1);
