@@ -26,7 +26,10 @@ EHLO, STARTTLS and AUTH are never pipelined. Differences that follow from sendin
 - a failed MAIL FROM raises at once and the connection is dropped, so the replies still due on it
   never matter.
 On a warm connection that is 2 round trips per message (envelope, then data + final reply) instead
-of 3 + one per recipient. Without PIPELINING the client works in lockstep.
+of 3 + one per recipient. An envelope of more than RCPT_GROUP recipients goes in groups of RCPT
+commands, one round trip each (RFC 2920 3.2: writing without reading can deadlock once both
+directions' buffers are full), and no group follows a "too many recipients". Without PIPELINING
+the client works in lockstep.
 
 Chaining (pipelining only). Senders get one of maxConnections slots first come, first served (a
 FIFO of waiters; a newcomer never overtakes a queued sender). When the holder of a connection is
