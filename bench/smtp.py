@@ -467,6 +467,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    state = tree_state()  # before the run: what the mailer clients load
     labels = dict(CLIENTS)
     unavailable: dict[str, str] = {}
     for client in args.clients:
@@ -527,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 stop_instance(postfix_server)
 
-    report(args, sinks, specs, results, labels, skipped)
+    report(args, sinks, specs, results, labels, skipped, state)
     return 0
 
 
@@ -579,11 +580,11 @@ def tree_state() -> str:
 
 
 def report(args: argparse.Namespace, sinks: list[Sink], specs: dict[str, dict], cells: dict[tuple, Cell],
-           labels: dict[str, str], skipped: list[str]) -> None:
+           labels: dict[str, str], skipped: list[str], state: str) -> None:
     runtimes = sorted({r.runtime for cell in cells.values() for r in cell.results})
     print(f"SMTP benchmark: {args.messages} messages x {args.repeat} runs per cell, maxConnections={args.connections}, "
           f"{args.senders} messages outstanding, after {args.warmup} warm-up messages")
-    print(f"  clients: {'; '.join(runtimes) or 'none ran'}; mailer: functions/ of this tree, {tree_state()}")
+    print(f"  clients: {'; '.join(runtimes) or 'none ran'}; mailer: functions/ of this tree, {state}")
     print("  msg/s: median of the runs; p50/p99: latency per message over all runs (start of compose/sendMail to "
           "the server's reply); RT/msg: client->server bursts separated by server replies, counted at the proxy, "
           "per message; CPU: the client process's, per message")
