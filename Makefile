@@ -23,7 +23,7 @@ emulator/node_modules/.installed: emulator/package.json emulator/package-lock.js
 lock: $(VENV)/.installed
 	$(VENV)/bin/uv pip compile --quiet requirements-dev.in -o requirements-dev.lock --python-version 3.11
 
-test: install
+test: install bench/node/node_modules/.installed
 	@$(MAKE) --no-print-directory lint-workflows
 	@tools/ensure-chromium
 	@tools/ensure-postfix

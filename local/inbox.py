@@ -142,6 +142,13 @@ class SmtpInbox:
         # handled=False makes aiosmtpd answer 535 itself; True would leave the client waiting.
         return AuthResult(success=False, handled=False)
 
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        # Providers advertise PIPELINING (RFC 2920) and the function uses it: so does the inbox, so local
+        # runs take the same path. aiosmtpd reads pipelined commands in order without advertising it.
+        session.host_name = hostname  # the 5-argument hook must do this itself
+        return [responses[0], "250-PIPELINING", *responses[1:]]
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         if self._fails_once(envelope.rcpt_tos, content):

@@ -175,3 +175,20 @@ def test_other_messages_are_accepted_the_first_time(inbox: InboxUnderTest, recip
     assert inbox.send(with_message_id(simple_message(to=recipient), message_id)) == {}
     assert len(list_messages(inbox.folder)) == 1
     assert inbox.smtp.tempfailed == set()
+
+
+def test_the_inbox_advertises_pipelining_and_takes_a_pipelined_envelope(inbox: InboxUnderTest) -> None:
+    with smtplib.SMTP(inbox.smtp.host, inbox.smtp.port, timeout=10) as client:
+        client.starttls(context=inbox.tls.client_context())
+        client.ehlo()
+        assert client.has_extn("pipelining")
+        client.login(INBOX_USER, INBOX_PASSWORD)
+        # MAIL, two RCPTs and DATA in one write, as the function's transport sends them (RFC 2920).
+        client.send(b"MAIL FROM:<bounces@example.com>\r\nRCPT TO:<ada@example.com>\r\n"
+                    b"RCPT TO:<grace@example.com>\r\nDATA\r\n")
+        replies = [client.getreply()[0] for _ in range(4)]
+        assert replies == [250, 250, 250, 354]
+        client.send(simple_message("Pipelined").as_bytes(policy=email.policy.SMTP) + b".\r\n")
+        assert client.getreply()[0] == 250
+    [summary] = list_messages(inbox.folder)
+    assert summary.subject == "Pipelined"
