@@ -180,9 +180,11 @@ def test_a_waiter_that_times_out_leaves_the_queue(smtp_server, open_pool) -> Non
 def test_a_claimed_waiter_is_served_even_after_its_wait_would_have_timed_out(smtp_server, open_pool) -> None:
     # The holder's data went out with the waiter's envelope behind it: the waiter is no longer
     # waiting for a slot but for the holder's final reply, bounded by the socket timeout.
+    # (the stalled greeting lets the second sender queue before the first one's data write)
     server = smtp_server(tls="none", auth=False, pipelining=True,
-                         behaviour=Behaviour(slow_reply_at="DATA", slow_reply_seconds=0.6))
-    pool = open_pool(server.uri(maxConnections=1, connectionTimeout=200))
+                         behaviour=Behaviour(stall_at="greeting", stall_seconds=0.05,
+                                             slow_reply_at="DATA", slow_reply_seconds=0.8))
+    pool = open_pool(server.uri(maxConnections=1, connectionTimeout=300))
     threads, outcomes = queue_senders(pool, [(["ada@example.com"], "held"), (["ada@example.com"], "chained")])
     join(threads)
     assert all(isinstance(o, SendResult) for o in outcomes.values()), outcomes
