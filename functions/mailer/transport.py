@@ -293,6 +293,9 @@ class _SmtpClient(smtplib.SMTP):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         sock = socket.create_connection((host, port), self.settings.connection_timeout)
         try:
+            # Commands and data go out in few, deliberate writes (pipelining); Nagle's algorithm would
+            # hold the tail of each back for the previous write's ACK, a delayed-ACK stall per message.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.settings.implicit_tls:
                 sock = self.tls_context.wrap_socket(sock, server_hostname=self.settings.tls_name)
             sock.settimeout(self.settings.greeting_timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 
 import pytest
@@ -220,3 +221,13 @@ class TestPoolFor:
             assert pool_for(good, "pass") is pool  # the bad call did not evict the good pool
         finally:
             pool.close()
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_connections_send_without_nagle_delay(smtp_server, open_pool, tls) -> None:
+    # Pipelined writes must leave at once: with Nagle on, each message's tail waits for an ACK.
+    server = smtp_server(tls=tls)
+    pool = open_pool(server.uri("user", "pass"))
+    pool.send(SENDER, [RECIPIENT], make_message("nodelay"))
+    (connection,) = pool._idle
+    assert connection.client.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
