@@ -33,6 +33,14 @@ _ENCODED_WORD = re.compile(r"=\?.*\?=", re.DOTALL)
 _UNQUOTED_NAME_SPECIALS = set('<>()[]\\",;:@')
 _ADDR_SPEC_SPECIALS = set('<>"(),;:[]\\')
 _SHOWN_CHARS = 60
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# Bidirectional embedding, override and isolate controls (LRE RLE PDF LRO RLO, LRI RLI FSI PDI): they
+# reorder the text after them on screen, so "invoice\u202egnp.exe" reads as "invoiceexe.png". Refused in
+# every header text. The marks (LRM, RLM, ALM) only set the direction of neighbouring neutral
+# characters and are common in right-to-left text, so they are allowed, except in file names.
+_BIDI_CONTROL = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
+_BIDI_MARK = re.compile(r"[\u200e\u200f\u061c]")
+MAX_DISPLAY_NAME_CHARS = 256
 
 
 class AddressError(ValueError):
@@ -76,10 +84,33 @@ def shown(value: str) -> str:
     return repr(text)
 
 
-def header_text_problem(text: str) -> str | None:
-    """Why `text` must not go into a header, or None when it may."""
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be sent as text at all (a body, any header), or None when it can."""
+    if _SURROGATE.search(text):
+        return "must not contain lone surrogates (U+D800 to U+DFFF), which are not Unicode text and cannot be encoded"
+    return None
+
+
+def bidi_codes(text: str, *, marks: bool = False) -> list[str]:
+    """The bidirectional control characters in `text` (and the marks, if asked), as U+XXXX, once each."""
+    found = _BIDI_CONTROL.findall(text)
+    if marks:
+        found += _BIDI_MARK.findall(text)
+    return sorted({f"U+{ord(char):04X}" for char in found})
+
+
+def header_text_problem(text: str, *, file_name: bool = False) -> str | None:
+    """Why `text` must not go into a header, or None when it may. `file_name`: the text is (or holds)
+    a file name, where bidirectional marks are refused too."""
     if _CONTROL.search(text):
         return "must not contain CR, LF, NUL or other control characters"
+    problem = text_problem(text)
+    if problem:
+        return problem
+    codes = bidi_codes(text, marks=file_name)
+    if codes:
+        effect = "disguise a file name as another" if file_name else "make text display in a different order than it is written"
+        return f"must not contain bidirectional control characters ({', '.join(codes)}), which can {effect}"
     if _ENCODED_WORD.search(text):
         return "must not contain '=?...?=' (RFC 2047 encoded-word syntax); write plain text, it is encoded when sent"
     return None
@@ -208,6 +239,10 @@ def _parse_entry(text: str, field: str, *, position: str = "", one_per_entry: bo
             raise AddressError(field, f"{reason} in {shown(entry)}{position}")
     else:
         return Mailbox("", _checked_addr_spec(entry, entry, field, position, one_per_entry))
+    if len(display_name) > MAX_DISPLAY_NAME_CHARS:
+        raise AddressError(
+            field, f"display names must be at most {MAX_DISPLAY_NAME_CHARS} characters, this one has {len(display_name)}{position}"
+        )
     return Mailbox(display_name, _take_angle_addr(rest, entry, field, position, one_per_entry))
 
 

@@ -25,6 +25,7 @@ from mailer.document import (
     MailInputError,
     MailRequest,
     check_attachment,
+    check_body,
     check_subject,
     cid_value,
     parse_content_type,
@@ -133,6 +134,10 @@ def _required_subject(subject: str | None) -> str:
 
 
 def _require_body(request: MailRequest) -> None:
+    for key in ("text", "html", "amp"):
+        body = getattr(request, key)
+        if body:
+            check_body(body, f"message.{key}")
     if not (request.text or request.html or request.amp):
         raise MailInputError("message.text", "no body: set message.text or message.html (or use a template that renders one)")
     if request.amp and not (request.text or request.html):

@@ -31,6 +31,7 @@ from mailer.addresses import (
     parse_address_list,
     parse_mailbox,
     shown,
+    text_problem,
 )
 
 MESSAGE_KEYS = ("subject", "text", "html", "amp", "attachments")
@@ -64,6 +65,10 @@ _RESENT_PREFIX = "resent-"
 # RFC 5322 field-name: printable ASCII except colon.
 _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 MAX_HEADER_NAME_CHARS = 76
+# Unstructured header texts: long enough for any real subject or header, short enough that one document
+# cannot make a megabyte of header (SMTP allows any length once folded; mail clients cut far shorter).
+MAX_SUBJECT_CHARS = 2000
+MAX_HEADER_VALUE_CHARS = 2000
 MAX_CID_CHARS = 200
 MAX_CONTENT_TYPE_NAME_CHARS = 127  # RFC 6838 4.2, so a Content-Type line stays under SMTP's 998 octets
 _MIME_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -76,6 +81,9 @@ _DISPOSITIONS = ("attachment", "inline")
 _CID = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]+")  # printable ASCII without < > or space
 # A user id is used as a document id in the users collection: no path separators or reserved ids.
 _RESERVED_ID = re.compile(r"__.*__")
+# A map key shown as `parent.key` in a field name; any other key is shown quoted, `parent['k: v']`.
+_UNPLAIN_KEY = re.compile(r"""[\s:'"\[\]\\]""")
+_SHOWN_KEY_CHARS = 200
 
 
 class MailInputError(ValueError):
@@ -199,7 +207,7 @@ def parse_headers(value: object) -> dict[str, str]:
     headers: dict[str, str] = {}
     seen: dict[str, str] = {}
     for name, raw_value in value.items():
-        field_name = f"headers.{name}"
+        field_name = member("headers", name)
         _check_header_name(name, field_name)
         earlier = seen.get(name.lower())
         if earlier is not None:
@@ -221,6 +229,14 @@ def _check_header_name(name: object, field_name: str) -> None:
         raise MailInputError(field_name, "Resent-* headers are for re-sending an existing message and cannot be set")
 
 
+def member(parent: str, key: object) -> str:
+    """The field name of `parent`'s member `key`: `parent.key`, or `parent['key']` when the key holds
+    anything (a space, ':', a control or format character) that would make an error message ambiguous."""
+    if isinstance(key, str) and key.isprintable() and not _UNPLAIN_KEY.search(key) and 0 < len(key) <= _SHOWN_KEY_CHARS:
+        return f"{parent}.{key}"
+    return f"{parent}[{shown(key) if isinstance(key, str) else repr(key)[:_SHOWN_KEY_CHARS]}]"
+
+
 def _header_value(value: object, field_name: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise MailInputError(field_name, f"header values must be strings or numbers, got {firestore_type_name(value)}")
@@ -228,6 +244,8 @@ def _header_value(value: object, field_name: str) -> str:
     problem = header_text_problem(text)
     if problem:
         raise MailInputError(field_name, f"header values {problem}")
+    if len(text) > MAX_HEADER_VALUE_CHARS:
+        raise MailInputError(field_name, f"header values must be at most {MAX_HEADER_VALUE_CHARS} characters, this one has {len(text)}")
     return text
 
 
@@ -255,7 +273,7 @@ def _strict_map(value: object, field_name: str, allowed: tuple[str, ...]) -> Map
             hint = f"unknown field; {field_name} accepts {', '.join(allowed)}"
             if field_name == "message" and key in _TOP_LEVEL_KEYS:
                 hint = f"{key} belongs at the top level of the document, not inside message"
-            raise MailInputError(f"{field_name}.{key}", hint)
+            raise MailInputError(member(field_name, key), hint)
     return value
 
 
@@ -282,13 +300,23 @@ def _optional_string(message: Mapping, key: str) -> str | None:
     value = message.get(key)
     if value is not None and not isinstance(value, str):
         raise MailInputError(f"message.{key}", f"expected a string, got {firestore_type_name(value)}")
+    if value is not None and key != "subject":
+        check_body(value, f"message.{key}")
     return value
+
+
+def check_body(body: str, field_name: str) -> None:
+    problem = text_problem(body)
+    if problem:
+        raise MailInputError(field_name, f"the body {problem}")
 
 
 def check_subject(subject: str, field_name: str = "message.subject") -> None:
     problem = header_text_problem(subject)
     if problem:
         raise MailInputError(field_name, f"the subject {problem}")
+    if len(subject) > MAX_SUBJECT_CHARS:
+        raise MailInputError(field_name, f"the subject must be at most {MAX_SUBJECT_CHARS} characters, this one has {len(subject)}")
 
 
 def _attachment(value: object, field_name: str) -> Attachment:
@@ -344,6 +372,8 @@ def decode_content(content: str, encoding: str | None, field_name: str) -> bytes
     if name == "base64":
         # MIME-style line breaks are normal in base64 text; anything else must be the alphabet.
         compact = re.sub(r"\s+", "", content)
+        if not compact.isascii():
+            raise MailInputError(field_name, "not valid base64 (non-ASCII characters)")
         try:
             return base64.b64decode(compact, validate=True)
         except binascii.Error as error:
@@ -354,6 +384,9 @@ def decode_content(content: str, encoding: str | None, field_name: str) -> bytes
         except ValueError:
             raise MailInputError(field_name, "not valid hex (expected pairs of 0-9a-f digits)") from None
     if name in ("utf-8", "utf8"):
+        problem = text_problem(content)
+        if problem:
+            raise MailInputError(field_name, f"text content {problem}")
         return content.encode("utf-8")
     field_of_encoding = field_name.rsplit(".", 1)[0] + ".encoding"
     raise MailInputError(field_of_encoding, f"unsupported encoding {shown(encoding or '')}; use base64, hex or utf-8")
@@ -362,7 +395,7 @@ def decode_content(content: str, encoding: str | None, field_name: str) -> bytes
 def check_attachment(attachment: Attachment, field_name: str) -> None:
     """Checks that hold for every attachment, whether from a document or a rendered template."""
     if attachment.filename is not None:
-        problem = header_text_problem(attachment.filename)
+        problem = header_text_problem(attachment.filename, file_name=True)
         if problem:
             raise MailInputError(f"{field_name}.filename", f"file names {problem}")
     if attachment.content_type is not None:
@@ -381,7 +414,7 @@ def parse_content_type(value: str, field_name: str) -> tuple[str, str, dict[str,
     match = _CONTENT_TYPE.fullmatch(value)
     if not match:
         raise MailInputError(field_name, f"{shown(value)} is not a content type of the form type/subtype")
-    problem = header_text_problem(value)  # a quoted parameter may hold anything but " and \
+    problem = header_text_problem(value, file_name=True)  # a quoted parameter (name=) may hold anything but " and \
     if problem:
         raise MailInputError(field_name, f"content types {problem}")
     names = [match["maintype"], match["subtype"], *(param["name"] for param in _PARAM.finditer(match["params"]))]
