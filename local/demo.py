@@ -5,6 +5,13 @@
     python -m local.demo --serve    the same, then keep running for `make send` and the inbox page
     --sweep-seconds N               how often the local scheduler calls sweep_mail (default 2), which sends
                                     retries and scheduled (sendAt) mail
+    --inbox-fault SPEC              make the SMTP inbox misbehave (refuse, rcpt:451, data:554,
+                                    stall:data:40, ...; see local.inbox); `make send ARGS="--inbox-fault
+                                    SPEC"` changes it while serving
+
+While serving, a watchdog checks every part a few times a second; when one dies (a process exits, the
+trigger bridge loses the change feed), it prints one line naming it and its log, stops everything and
+exits 1.
 """
 
 from __future__ import annotations
@@ -31,9 +38,10 @@ from google.api_core.exceptions import GoogleAPICallError
 
 from local.documents import FINAL_STATES, SETTLED_STATES, wait_for_delivery
 from local.errors import StartError
+from local.inbox import FAULT_HELP, InboxFault, parse_faults
 from local.mailbox import StoredMessage, list_messages
 from local.samples import Sample, demo_samples
-from local.stack import DEFAULT_SWEEP_SECONDS, LocalStack, Ports
+from local.stack import DEFAULT_SWEEP_SECONDS, DeadPart, LocalStack, Ports
 from local.stackfile import LOCAL_STACK_FILE, LocalStackError
 from local.state import DEFAULT_STATE_DIR, StateError, remove_state, write_state
 from local.template_seed import TEMPLATES_DIR
@@ -219,7 +227,9 @@ def _print_serving(stack: LocalStack, state_file: Path, out: TextIO) -> None:
         f"(log: {_shown(stack.sweep_log)})\n"
         f"  smtp      {stack.inbox.host}:{stack.inbox.port}  STARTTLS + AUTH, CA {_shown(stack.state_dir / 'tls' / 'ca.pem')}\n"
         f"  state     {_shown(state_file)}\n"
-        f'  send      make send ARGS="--to you@example.com --subject Hi --text Hello{_state_dir_flag(stack.state_dir)}"',
+        f'  send      make send ARGS="--to you@example.com --subject Hi --text Hello{_state_dir_flag(stack.state_dir)}"\n'
+        f'  faults    make send ARGS="--inbox-fault data:451{_state_dir_flag(stack.state_dir)}"  (now: '
+        f'{", ".join(map(str, stack.inbox_faults)) or "none"}; --inbox-fault none clears)',
         file=out,
         flush=True,
     )
@@ -232,6 +242,31 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+WATCH_SECONDS = 0.2
+
+
+def serve_until_dead(stack: LocalStack) -> DeadPart:
+    """Keep the stack running until a signal (KeyboardInterrupt) or until one of its parts dies. Short
+    waits: a signal may land on another thread, and Python runs handlers only when the main thread wakes."""
+    while True:
+        time.sleep(WATCH_SECONDS)
+        dead = stack.check()
+        if dead is not None:
+            return dead
+
+
+def describe_dead(dead: DeadPart) -> str:
+    log = f" (log: {_shown(dead.log)})" if dead.log else ""
+    return f"{dead}; stopping{log}"
+
+
+def _fault_list(text: str) -> list[InboxFault]:
+    try:
+        return parse_faults(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive_seconds(text: str) -> float:
@@ -254,6 +289,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sweep-seconds", type=_positive_seconds, default=DEFAULT_SWEEP_SECONDS, metavar="SECONDS",
                         help=f"how often the local scheduler calls sweep_mail (default {DEFAULT_SWEEP_SECONDS:g}; "
                              "deployed: mailer:sweepSchedule)")
+    parser.add_argument("--inbox-fault", type=_fault_list, action="append", default=[], metavar="SPEC",
+                        help=f"inject a fault in the SMTP inbox (repeatable): {FAULT_HELP}; refuse = connection "
+                             "refused. While serving, change it with make send ARGS=\"--inbox-fault SPEC\"")
     for name in ("smtp", "inbox-web", "function", "sweep"):
         parser.add_argument(f"--{name}-port", type=int, default=0, metavar="PORT", help=f"{name} port (default: a free one)")
     return parser.parse_args(argv)
@@ -265,13 +303,15 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     ports = Ports(smtp=args.smtp_port, inbox_web=args.inbox_web_port, function=args.function_port,
                   sweep=args.sweep_port)
     stack = LocalStack(args.state_dir.resolve(), stack_file=args.stack_file, ports=ports,
-                       templates_dir=args.templates_dir.resolve(), sweep_seconds=args.sweep_seconds)
+                       templates_dir=args.templates_dir.resolve(), sweep_seconds=args.sweep_seconds,
+                       inbox_faults=[fault for faults in args.inbox_fault for fault in faults])
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS} if in_main_thread else {}
     started = time.monotonic()
     try:
         print(f"Starting the local stack from {_shown(args.stack_file)} ...", file=out, flush=True)
         stack.start()
+        dead: DeadPart | None = None
         try:
             results: list[SampleResult] = []
             if not args.no_samples:
@@ -279,13 +319,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
                 _print_summary(stack, results, out)
             if args.serve:
                 _print_serving(stack, write_state(stack.state_dir, stack.state()), out)
-                while True:  # until a signal; short waits, because the signal may land on another thread
-                    time.sleep(0.2)  # and Python runs handlers only when the main thread wakes
+                dead = serve_until_dead(stack)  # or a signal
+                print(f"make demo: {describe_dead(dead)}", file=sys.stderr, flush=True)
         finally:
             remove_state(stack.state_dir)
             stack.stop()
         print(f"Done in {time.monotonic() - started:.1f} s; everything is stopped.", file=out)
-        return 0 if all(result.as_expected for result in results) else 1
+        return 0 if dead is None and all(result.as_expected for result in results) else 1
     except (LocalStackError, StartError, StateError) as error:
         print(f"make demo: {error}", file=sys.stderr)
         return 2

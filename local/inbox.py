@@ -12,6 +12,19 @@ One scripted fault, so the demo can show a retry: when any envelope recipient's 
 and the next copy with the same Message-ID header is accepted (and stored) as usual. Copies are told
 apart by Message-ID only, which the mailer keeps the same on every attempt of one delivery; a message
 without a Message-ID is never refused. The inbox remembers the IDs it refused until it stops.
+
+Injected faults (`make demo ARGS="--inbox-fault SPEC"`, or at run time `make send ARGS="--inbox-fault
+SPEC"`), so an app's handling of a misbehaving provider can be watched end to end; they last until
+changed:
+
+    refuse               stop listening (connection refused); open connections are closed
+    STAGE:CODE           answer CODE (400-599) at STAGE: greeting, ehlo, mail, rcpt or data
+                         (greeting: the reply to a new connection, which is then closed)
+    stall:STAGE:SECONDS  wait SECONDS before answering at STAGE, then go on as usual
+    none                 no fault (clears the others)
+
+Several faults may be set at once (one per stage). With a `fault_file`, the inbox reads its faults from
+that file (one SPEC a line; a missing file means none) and re-reads it when it changes.
 """
 
 from __future__ import annotations
@@ -24,6 +37,9 @@ import itertools
 import logging
 import os
 import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,12 +50,97 @@ from local.errors import StartError
 from local.mailbox import STORED_STAMP
 from local.tls import LocalTls
 
+log = logging.getLogger("local.inbox")
+
 LISTEN_HOST = "127.0.0.1"
 SERVER_NAME = "inbox.mailer.local"  # spares aiosmtpd a getfqdn() DNS lookup
 MAX_MESSAGE_BYTES = 80 * 2**20  # above the largest mailer:maxMessageBytes (64 MiB) plus encoding
 START_TIMEOUT_SECONDS = 10.0
 TEMPFAIL_SUFFIX = "+tempfail"
 TEMPFAIL_REPLY = "451 4.3.0 Temporary local failure (demo: fails once)"
+FAULT_STAGES = ("greeting", "ehlo", "mail", "rcpt", "data")
+FAULT_FILE = "inbox-fault"  # in the stack's state folder
+FAULT_POLL_SECONDS = 0.2
+MAX_STALL_SECONDS = 3600.0
+FAULT_HELP = (
+    "refuse | STAGE:CODE | stall:STAGE:SECONDS | none, STAGE one of greeting, ehlo, mail, rcpt, data; "
+    "e.g. rcpt:451, data:554, stall:data:40"
+)
+
+
+@dataclass(frozen=True)
+class InboxFault:
+    """One injected fault: `refuse`, or at `stage` a reply `code` or a stall of `stall_seconds`."""
+
+    stage: str  # "refuse" or one of FAULT_STAGES
+    code: int | None = None
+    stall_seconds: float | None = None
+
+    def __str__(self) -> str:
+        if self.stage == "refuse":
+            return "refuse"
+        if self.stall_seconds is not None:
+            return f"stall:{self.stage}:{self.stall_seconds:g}"
+        return f"{self.stage}:{self.code}"
+
+    @property
+    def reply(self) -> str:
+        enhanced = "4.3.0" if self.code is not None and self.code < 500 else "5.3.0"
+        return f"{self.code} {enhanced} Local fault injected at {self.stage} (inbox fault {self})"
+
+
+def parse_faults(text: str) -> list[InboxFault]:
+    """`SPEC`, or several separated by commas; `none` gives []. ValueError names what is wrong."""
+    faults: list[InboxFault] = []
+    for spec in (part.strip() for part in text.split(",")):
+        if spec.lower() in ("none", ""):
+            continue
+        faults.append(parse_fault(spec))
+    stages = [fault.stage for fault in faults]
+    if len(set(stages)) != len(stages):
+        raise ValueError(f"{text!r}: one fault per stage")
+    return faults
+
+
+def parse_fault(spec: str) -> InboxFault:
+    words = spec.strip().lower().split(":")
+    if words == ["refuse"]:
+        return InboxFault("refuse")
+    if len(words) == 3 and words[0] == "stall" and words[1] in FAULT_STAGES:
+        try:
+            seconds = float(words[2])
+        except ValueError:
+            raise ValueError(f"{spec!r}: {words[2]!r} is not a number of seconds") from None
+        if not 0 < seconds <= MAX_STALL_SECONDS:
+            raise ValueError(f"{spec!r}: stall 0 to {MAX_STALL_SECONDS:g} seconds")
+        return InboxFault(words[1], stall_seconds=seconds)
+    if len(words) == 2 and words[0] in FAULT_STAGES:
+        if not (words[1].isdigit() and 400 <= int(words[1]) <= 599):
+            raise ValueError(f"{spec!r}: the code must be 400 to 599")
+        return InboxFault(words[0], code=int(words[1]))
+    raise ValueError(f"{spec!r} is not a fault; give {FAULT_HELP}")
+
+
+def write_fault_file(path: Path, faults: Sequence[InboxFault]) -> None:
+    """What the inbox polls: one SPEC a line (an empty file: no fault)."""
+    partial = path.with_name(f".{path.name}.part")
+    partial.write_text("".join(f"{fault}\n" for fault in faults))
+    os.replace(partial, path)
+
+
+class _FaultySMTP(SMTP):
+    """aiosmtpd's SMTP with the greeting fault: a stall before the 220, or another reply and a close."""
+
+    async def _handle_client(self) -> None:
+        fault = self.event_handler.fault_at("greeting")
+        if fault is not None and fault.stall_seconds is not None:
+            await asyncio.sleep(fault.stall_seconds)
+        elif fault is not None:
+            await self.push(fault.reply)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
 
 
 def _not_login_data_notice(record: logging.LogRecord) -> bool:
@@ -51,7 +152,8 @@ class SmtpInbox:
     """Accepts mail for any recipient from one user/password, over STARTTLS only; stores .eml files in
     `folder`. Use as a context manager or call start()/stop()."""
 
-    def __init__(self, folder: Path, tls: LocalTls, user: str, password: str, port: int = 0) -> None:
+    def __init__(self, folder: Path, tls: LocalTls, user: str, password: str, port: int = 0, *,
+                 faults: Sequence[InboxFault] = (), fault_file: Path | None = None) -> None:
         self.folder = folder
         self.host = LISTEN_HOST
         self.port = port
@@ -65,6 +167,11 @@ class SmtpInbox:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._serve, name="smtp-inbox", daemon=True)
+        self.faults: tuple[InboxFault, ...] = tuple(faults)
+        self._fault_file = fault_file
+        self._fault_file_seen: tuple[int, int] | None = None
+        self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
+        self._listening = False
 
     def __enter__(self) -> SmtpInbox:
         self.start()
@@ -88,6 +195,17 @@ class SmtpInbox:
             reason = os.strerror(error.errno) if isinstance(error, OSError) and error.errno else str(error or "no answer")
             raise StartError(f"SMTP inbox: cannot listen on {self.host}:{self.port} ({reason})")
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def set_faults(self, faults: Sequence[InboxFault]) -> None:
+        """Replace the injected faults (from any thread); they apply to the next command answered."""
+        self._loop.call_soon_threadsafe(self._apply_faults, tuple(faults))
+
+    def fault_at(self, stage: str) -> InboxFault | None:
+        return next((fault for fault in self.faults if fault.stage == stage), None)
+
     def stop(self) -> None:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -99,10 +217,14 @@ class SmtpInbox:
         try:
             self._server = loop.run_until_complete(loop.create_server(self._session, self.host, self.port))
             self.port = self._server.sockets[0].getsockname()[1]
+            self._listening = True
         except OSError as error:
             self._error = error
             self._ready.set()
             return
+        self._apply_faults(self.faults)
+        if self._fault_file is not None:
+            self._poll_fault_file()
         self._ready.set()
         try:
             loop.run_forever()
@@ -115,8 +237,53 @@ class SmtpInbox:
             loop.run_until_complete(asyncio.gather(*sessions, return_exceptions=True))
             loop.close()
 
+    def _apply_faults(self, faults: tuple[InboxFault, ...]) -> None:
+        self.faults = faults
+        refuse = self.fault_at("refuse") is not None
+        if refuse and self._listening and self._server is not None:
+            self._server.close()  # new connections are refused
+            self._listening = False
+            for session in list(self._sessions):  # pooled ones too: as a provider going down
+                if session.transport is not None:
+                    session.transport.close()
+        elif not refuse and not self._listening:
+            self._loop.create_task(self._listen_again())
+        if faults:
+            log.warning("inbox faults now: %s", ", ".join(map(str, faults)))
+
+    async def _listen_again(self) -> None:
+        try:
+            self._server = await self._loop.create_server(self._session, self.host, self.port)
+            self._listening = True
+        except OSError as error:
+            log.error("the inbox cannot listen on %s:%s again (%s)", self.host, self.port, error)
+
+    def _poll_fault_file(self) -> None:
+        assert self._fault_file is not None
+        try:
+            stat = self._fault_file.stat()
+            seen: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            seen = None
+        if seen != self._fault_file_seen:
+            self._fault_file_seen = seen
+            try:
+                text = self._fault_file.read_text() if seen else ""
+                faults = parse_faults(",".join(text.split()))
+            except (OSError, ValueError) as error:
+                log.error("ignoring %s: %s", self._fault_file, error)
+            else:
+                if tuple(faults) != self.faults:
+                    self._apply_faults(tuple(faults))
+        self._loop.call_later(FAULT_POLL_SECONDS, self._poll_fault_file)
+
     def _session(self) -> SMTP:
-        return SMTP(
+        session = self._new_session()
+        self._sessions.add(session)
+        return session
+
+    def _new_session(self) -> SMTP:
+        return _FaultySMTP(
             self,
             hostname=SERVER_NAME,
             tls_context=self._tls.server_context,
@@ -146,10 +313,46 @@ class SmtpInbox:
                           responses: list[str]) -> list[str]:
         # Providers advertise PIPELINING (RFC 2920) and the function uses it: so does the inbox, so local
         # runs take the same path. aiosmtpd reads pipelined commands in order without advertising it.
+        if (reply := await self._fault("ehlo")) is not None:
+            return [reply]
         session.host_name = hostname  # the 5-argument hook must do this itself
         return [responses[0], "250-PIPELINING", *responses[1:]]
 
+    async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str) -> str:
+        if (reply := await self._fault("ehlo")) is not None:
+            return reply
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          options: list[str]) -> str:
+        if (reply := await self._fault("mail")) is not None:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          options: list[str]) -> str:
+        if (reply := await self._fault("rcpt")) is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
+
+    async def _fault(self, stage: str) -> str | None:
+        """The injected reply at `stage`, if any; a stall waits here first."""
+        fault = self.fault_at(stage)
+        if fault is None:
+            return None
+        if fault.stall_seconds is not None:
+            await asyncio.sleep(fault.stall_seconds)
+            return None
+        return fault.reply
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if (reply := await self._fault("data")) is not None:
+            return reply
         content = envelope.original_content or b""
         if self._fails_once(envelope.rcpt_tos, content):
             return TEMPFAIL_REPLY

@@ -4,13 +4,17 @@
     python -m local.send --to ada@example.com --template SignIn --data '{"code": "123456"}'
     python -m local.send --json mail.json        (a whole mail document; - reads stdin)
     python -m local.send ... --send-at +30       (sendAt 30 s from now; or a time such as 2030-01-01T09:00:00+01:00)
+    python -m local.send --json local/examples/mail.json     (an example document: to, cc, subject, text, html)
+    python -m local.send --inbox-fault data:451  (from now on the inbox answers 451 after DATA; `none` clears;
+                                                 with document flags too, sets the fault, then sends)
 
 Templates are re-read from templates/ before every send, so an edited template shows in the next email.
 
 Finds the stack through .demo/state.json (written by `make demo ARGS=--serve`). While its sweep runs, a
 RETRY is not the end: this waits until the document is SUCCESS or ERROR (retries included, up to
---timeout seconds after its sendAt). Exit code: 0 SUCCESS, 1 any other outcome, 2 no running stack or bad
-arguments.
+--timeout seconds after its sendAt). Exit code: 0 SUCCESS (or a fault set), 1 any other outcome (ERROR,
+RETRY without a sweep, no outcome in time), 2 no running stack or bad arguments. Under make, any non-zero
+code makes make print `make: *** [Makefile:NN: send] Error 1` (or Error 2) and exit 2 itself.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -32,6 +37,7 @@ from google.api_core import exceptions as google_errors
 from google.cloud import firestore
 
 from local.documents import FINAL_STATES, SETTLED_STATES, emulator_client, wait_for_delivery
+from local.inbox import FAULT_FILE, FAULT_HELP, FAULT_POLL_SECONDS, InboxFault, parse_faults, write_fault_file
 from local.mailbox import list_messages
 from local.state import DEFAULT_STATE_DIR, StackState, StateError, read_state
 from local.template_seed import load_template_documents, seed_templates
@@ -62,7 +68,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds to wait for the outcome, counted from sendAt if later (default 30)")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="the running stack's folder (default .demo)")
+    parser.add_argument("--inbox-fault", metavar="SPEC",
+                        help=f"set the running inbox's faults (replacing any): {FAULT_HELP}; comma-separate "
+                             "several. Alone, only sets them; with document flags, sets them and then sends")
     return parser.parse_args(argv)
+
+
+def _wants_document(args: argparse.Namespace) -> bool:
+    return args.json is not None or any(
+        getattr(args, name) for name in (*_ADDRESS_FLAGS, *_MESSAGE_FLAGS, "sender", "reply_to", "template", "data",
+                                         "send_at", "doc_id"))
+
+
+def set_inbox_faults(state: StackState, faults: list[InboxFault], out: TextIO) -> None:
+    """Write the running stack's fault file; the inbox polls it, so wait one poll and a little more."""
+    write_fault_file(Path(state.inbox_dir).parent / FAULT_FILE, faults)
+    time.sleep(3 * FAULT_POLL_SECONDS)
+    print(f"inbox faults: {', '.join(map(str, faults)) or 'none'}", file=out)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -166,6 +188,19 @@ def _refresh_templates(client: firestore.Client, state: StackState) -> None:
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = parse_args(argv)
+    if args.inbox_fault is not None:
+        try:
+            faults = parse_faults(args.inbox_fault)
+            state = read_state(args.state_dir.resolve())
+        except ValueError as error:  # StateError is not one
+            print(f"make send: --inbox-fault: {error}", file=sys.stderr)
+            return 2
+        except StateError as error:
+            print(f"make send: {error}", file=sys.stderr)
+            return 2
+        set_inbox_faults(state, faults, out)
+        if not _wants_document(args):
+            return 0
     try:
         document = build_document(args)
         wait = args.timeout

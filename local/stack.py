@@ -8,6 +8,9 @@
     the scheduler (Cloud Scheduler -> Pub/Sub -> Eventarc) -> sweep_mail every `sweep_seconds`
 
 Everything listens on 127.0.0.1, on free ports unless given.
+
+check() says which part has died (a process exited, a thread ended); `make demo ARGS=--serve` calls it
+a few times a second and stops everything when one has, rather than keep running without it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import base64
 import os
 import secrets
 from contextlib import ExitStack
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,7 +33,7 @@ from local.documents import emulator_client
 from local.emulator import EmulatorAddress, start_emulator
 from local.eventarc import pubsub_event
 from local.function import SWEEP_ENTRY_POINT, launch_function, wait_until_serving
-from local.inbox import SmtpInbox
+from local.inbox import FAULT_FILE, InboxFault, SmtpInbox, write_fault_file
 from local.inbox_web import InboxWeb
 from local.scheduler import SweepScheduler
 from local.stackfile import (
@@ -44,6 +48,7 @@ from local.stackfile import (
 )
 from local.state import FolderLock, StackState
 from local.template_seed import TEMPLATES_DIR, load_template_documents, seed_templates
+from local.processes import ManagedProcess
 from local.tls import create_local_tls
 
 
@@ -68,6 +73,18 @@ SWEEP_CALL_TIMEOUT_SECONDS = 600.0
 SWEEP_MESSAGE = base64.b64decode(SWEEP_MESSAGE_DATA)
 
 
+@dataclass(frozen=True)
+class DeadPart:
+    """A part of the stack that stopped on its own: `name` and `what` happened, and where its log is."""
+
+    name: str  # "function process_mail", "trigger bridge", ...
+    what: str  # "exited with code -9", "stopped: change feed lost (...)"
+    log: Path | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.what}"
+
+
 def _empty_inbox(folder: Path) -> None:
     # The emulator keeps nothing between runs; the inbox starts empty too, so it shows this run only.
     folder.mkdir(parents=True, exist_ok=True)
@@ -77,9 +94,11 @@ def _empty_inbox(folder: Path) -> None:
 
 class LocalStack:
     def __init__(self, state_dir: Path, *, stack_file: Path = LOCAL_STACK_FILE, ports: Ports = Ports(),
-                 templates_dir: Path = TEMPLATES_DIR, sweep_seconds: float | None = DEFAULT_SWEEP_SECONDS) -> None:
+                 templates_dir: Path = TEMPLATES_DIR, sweep_seconds: float | None = DEFAULT_SWEEP_SECONDS,
+                 inbox_faults: Sequence[InboxFault] = ()) -> None:
         """sweep_seconds: how often the scheduler calls sweep_mail; None starts neither (no retries,
-        no sendAt: documents wait in RETRY or PENDING)."""
+        no sendAt: documents wait in RETRY or PENDING). inbox_faults: injected at start (see local.inbox);
+        changed at run time through `fault_file`."""
         if sweep_seconds is not None and sweep_seconds <= 0:
             raise ValueError(f"sweep_seconds must be positive, not {sweep_seconds}")
         self.state_dir = state_dir
@@ -87,6 +106,8 @@ class LocalStack:
         self.stack_file = stack_file
         self.templates_dir = templates_dir
         self.ports = ports
+        self.inbox_faults = tuple(inbox_faults)
+        self._processes: list[tuple[str, ManagedProcess]] = []  # watched by check()
         self._resources = ExitStack()
         self.settings: MailerSettings
         self.inbox: SmtpInbox
@@ -123,6 +144,31 @@ class LocalStack:
     def emulator_log(self) -> Path:
         return self.state_dir / "emulator.log"
 
+    @property
+    def fault_file(self) -> Path:
+        """The inbox's faults, one SPEC a line; the inbox re-reads it when it changes."""
+        return self.state_dir / FAULT_FILE
+
+    def check(self) -> DeadPart | None:
+        """The first part found dead (a process exited, a thread ended), or None while all run."""
+        for name, process in self._processes:
+            code = process.process.poll()
+            if code is not None:
+                return DeadPart(name, f"exited with code {code}", process.log_path)
+        bridge = getattr(self, "bridge", None)
+        if bridge is not None and not bridge.running:
+            return DeadPart("trigger bridge", f"stopped: {bridge.stopped_reason or 'its thread ended'}",
+                            self.function_log)
+        inbox = getattr(self, "inbox", None)
+        if inbox is not None and not inbox.running:
+            return DeadPart("SMTP inbox", "stopped: its thread ended")
+        web_thread = getattr(getattr(self, "web", None), "_thread", None)
+        if web_thread is not None and not web_thread.is_alive():
+            return DeadPart("inbox web page", "stopped: its thread ended")
+        if self.scheduler is not None and not self.scheduler.running:
+            return DeadPart("sweep scheduler", "stopped: its thread ended", self.sweep_log)
+        return None
+
     def start(self) -> None:
         settings = load_local_settings(self.stack_file)
         self.settings = settings
@@ -131,13 +177,15 @@ class LocalStack:
             lock.acquire()
             started.callback(lock.release)
             _empty_inbox(self.inbox_dir)
+            write_fault_file(self.fault_file, self.inbox_faults)
 
             # The password exists only in this process and the function's environment, as a
             # Secret Manager value does in the cloud.
             password = self._smtp_password = secrets.token_urlsafe(24)
             tls = create_local_tls(self.state_dir / "tls")
             self.inbox = started.enter_context(
-                SmtpInbox(self.inbox_dir, tls, smtp_user(settings.smtp_connection_uri), password, self.ports.smtp)
+                SmtpInbox(self.inbox_dir, tls, smtp_user(settings.smtp_connection_uri), password, self.ports.smtp,
+                          faults=self.inbox_faults, fault_file=self.fault_file)
             )
             self.web = started.enter_context(InboxWeb(self.inbox_dir, self.ports.inbox_web))
 
@@ -145,6 +193,7 @@ class LocalStack:
                 self.emulator_log, self.ports.emulator, self.ports.emulator_admin
             )
             started.callback(emulator_process.stop)
+            self._processes.append(("Firestore emulator", emulator_process))
             self.client = emulator_client(self.emulator.host, settings.project, settings.database)
             started.callback(self.client.close)
             self._seed_templates()
@@ -182,17 +231,20 @@ class LocalStack:
         process, port = launch_function(environment, self.function_log, self.ports.function)
         started.callback(process.stop)
         launched = [(process, port)]
+        self._processes.append(("function process_mail", process))
         if sweep_environment is not None:
             process, port = launch_function(sweep_environment, self.sweep_log, self.ports.sweep,
                                             target=SWEEP_ENTRY_POINT)
             started.callback(process.stop)
             launched.append((process, port))
+            self._processes.append(("function sweep_mail", process))
         urls = [wait_until_serving(process, port) for process, port in launched]
         self.function_url = urls[0]
         self.sweep_url = urls[1] if len(urls) > 1 else None
 
     def stop(self) -> None:
         """Stop everything that was started, newest first; safe to call twice."""
+        self._processes = []
         self._resources.close()
 
     def _seed_templates(self) -> None:
