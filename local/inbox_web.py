@@ -3,6 +3,8 @@
 Mail is untrusted input. Everything put into a page is HTML-escaped; a message's html is never part of a
 page: it is served on its own URL with a CSP that sandboxes it and blocks scripts and every remote load
 (images only as data: URIs), and shown in an <iframe sandbox="">. Attachments are always downloads.
+Every piece of mail text on a page (subject, addresses, header values, file names, types) sits in its own
+<bdi>, so bidi controls in it (e.g. U+202E in `invoice\u202egnp.exe`) cannot reorder the text around it.
 
     GET /                              the list (time, from, to, subject, size)
     GET /messages/<id>                 headers, text, html (framed), attachments
@@ -31,6 +33,7 @@ PAGE_POLICY = (
 )
 # For a message's html: no scripts, no fetches, no forms, a unique origin even when opened directly.
 MAIL_HTML_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox; frame-ancestors 'self'"
+LIST_CELL_CHARS = 200  # a 1 MB subject is cut in the list (the message view shows it all)
 _ROUTE = re.compile(r"^/messages/(?P<id>[^/]+?)(?P<rest>\.eml|/html|/attachments/(?P<index>\d{1,4}))?$")
 
 STYLE = """
@@ -40,13 +43,32 @@ th, td { text-align: left; padding: .3rem .6rem; border-bottom: 1px solid #ddd; 
 th { background: #f4f4f4; }
 td.size { text-align: right; white-space: nowrap; }
 pre { white-space: pre-wrap; background: #f8f8f8; padding: .8rem; border: 1px solid #ddd; }
-iframe { width: 100%; height: 28rem; border: 1px solid #ddd; resize: vertical; }
+bdi { unicode-bidi: isolate; }
+/* The frame cannot be sized to a cross-origin sandboxed document without scripts: most of the window,
+   resizable, scrolling inside; attachments are listed above it so they are never hidden. */
+iframe { display: block; width: 100%; height: 70vh; min-height: 12rem; box-sizing: border-box;
+         border: 1px solid #ddd; resize: vertical; overflow: auto; }
 .muted { color: #777; }
 """
 
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _t(value: object, limit: int | None = None) -> str:
+    """Untrusted text, escaped and bidi-isolated; cut to `limit` characters (with a note) if given."""
+    text = str(value)
+    note = ""
+    if limit is not None and len(text) > limit:
+        note = f' <span class="muted clipped">({len(text):,} characters)</span>'
+        text = text[:limit] + "\u2026"
+    return f"<bdi>{_e(text)}</bdi>{note}"
+
+
+def _plain_title(value: str) -> str:
+    """A <title> cannot hold a <bdi>: the text inside FSI ... PDI (a PDI ends every override opened in it)."""
+    return "\u2068" + value[:LIST_CELL_CHARS] + "\u2069"
 
 
 def human_size(size: int) -> str:
@@ -68,8 +90,9 @@ def _page(title: str, body: str, *, refresh: bool = False) -> bytes:
 def render_list(messages: list[StoredMessage]) -> bytes:
     rows = "".join(
         f'<tr class="message" data-id="{_e(m.id)}"><td class="time">{_e(m.received.strftime("%Y-%m-%d %H:%M:%S"))}</td>'
-        f'<td class="from">{_e(m.sender)}</td><td class="to">{_e(m.recipients)}</td>'
-        f'<td class="subject"><a href="/messages/{_e(m.id)}">{_e(m.subject or "(no subject)")}</a></td>'
+        f'<td class="from">{_t(m.sender, LIST_CELL_CHARS)}</td><td class="to">{_t(m.recipients, LIST_CELL_CHARS)}</td>'
+        f'<td class="subject"><a href="/messages/{_e(m.id)}">'
+        f'{_t(m.subject, LIST_CELL_CHARS) if m.subject else "(no subject)"}</a></td>'
         f'<td class="size">{_e(human_size(m.size))}</td></tr>'
         for m in messages
     )
@@ -89,27 +112,32 @@ def _section(title: str, element_id: str, content: str) -> str:
 
 def render_message(view: MessageView) -> bytes:
     base = f"/messages/{_e(view.summary.id)}"
-    headers = "".join(f"<tr><th>{_e(name)}</th><td>{_e(value)}</td></tr>" for name, value in view.headers)
+    headers = "".join(f"<tr><th>{_e(name)}</th><td>{_t(value)}</td></tr>" for name, value in view.headers)
+    subject = view.summary.subject
     parts = [
         '<p><a href="/">&larr; Inbox</a></p>',
-        f'<h1 id="subject">{_e(view.summary.subject or "(no subject)")}</h1>',
+        f'<h1 id="subject">{_t(subject) if subject else "(no subject)"}</h1>',
         f'<table id="headers">{headers}</table>',
     ]
+    # Attachments first: short, and never pushed out of sight by a long text or the html frame.
+    if view.attachments:
+        items = "".join(
+            f'<li><a download href="{base}/attachments/{a.index}">{_t(a.filename)}</a> '
+            f'<span class="muted">{_t(a.content_type)}, {_e(human_size(a.size))}'
+            f'{", inline cid:" + _t(a.content_id) if a.content_id else ""}</span></li>'
+            for a in view.attachments
+        )
+        parts.append(_section("Attachments", "attachments", f"<ul>{items}</ul>"))
     if view.text is not None:
         parts.append(_section("Text", "text", f"<pre>{_e(view.text)}</pre>"))
     if view.html is not None:
         frame = f'<iframe sandbox="" referrerpolicy="no-referrer" title="HTML body" src="{base}/html"></iframe>'
-        parts.append(_section("HTML", "html", frame))
-    if view.attachments:
-        items = "".join(
-            f'<li><a download href="{base}/attachments/{a.index}">{_e(a.filename)}</a> '
-            f'<span class="muted">{_e(a.content_type)}, {_e(human_size(a.size))}'
-            f'{", inline cid:" + _e(a.content_id) if a.content_id else ""}</span></li>'
-            for a in view.attachments
-        )
-        parts.append(_section("Attachments", "attachments", f"<ul>{items}</ul>"))
+        own_tab = (f'<p class="muted">The frame scrolls and its corner drags to resize; '
+                   f'<a id="html-alone" href="{base}/html" target="_blank" rel="noopener noreferrer">'
+                   f"open the html on its own</a> (sandboxed there too).</p>")
+        parts.append(_section("HTML", "html", own_tab + frame))
     parts.append(f'<p class="muted"><a href="{base}.eml" download>Download .eml</a> ({_e(human_size(view.summary.size))})</p>')
-    return _page(view.summary.subject or "(no subject)", "".join(parts))
+    return _page(_plain_title(subject) if subject else "(no subject)", "".join(parts))
 
 
 def _ascii_filename(name: str) -> str:
@@ -129,19 +157,20 @@ class _InboxHandler(BaseHTTPRequestHandler):
         if path == "/":
             return self._send(HTTPStatus.OK, render_list(list_messages(folder)), "text/html; charset=utf-8")
         match = _ROUTE.match(path)
-        view = load_message(folder, match["id"]) if match else None
+        rest = match["rest"] if match else None
+        if match is not None and rest == ".eml":  # the stored file as it is: nothing to parse
+            path_on_disk = message_path(folder, match["id"])
+            if path_on_disk is not None:
+                return self._send(HTTPStatus.OK, path_on_disk.read_bytes(), "message/rfc822",
+                                  download=f"{match['id']}.eml")
+        view = load_message(folder, match["id"]) if match and rest != ".eml" else None
         if match is None or view is None:
             return self._send(HTTPStatus.NOT_FOUND, _page("Not found", "<h1>Not found</h1>"), "text/html; charset=utf-8")
-        rest = match["rest"]
         if rest is None:
             return self._send(HTTPStatus.OK, render_message(view), "text/html; charset=utf-8")
         if rest == "/html":
             return self._send(HTTPStatus.OK, (view.html or "").encode(), "text/html; charset=utf-8",
                               policy=MAIL_HTML_POLICY)
-        if rest == ".eml":
-            path_on_disk = message_path(folder, match["id"])
-            data = path_on_disk.read_bytes() if path_on_disk else b""
-            return self._send(HTTPStatus.OK, data, "message/rfc822", download=f"{match['id']}.eml")
         index = int(match["index"])
         if index >= len(view.attachments):
             return self._send(HTTPStatus.NOT_FOUND, _page("Not found", "<h1>Not found</h1>"), "text/html; charset=utf-8")
