@@ -207,3 +207,37 @@ def test_a_valid_document_with_one_hostile_field_is_refused_naming_it_or_compose
 @given(wrong)
 def test_a_document_that_is_not_a_map_is_refused(fields: object) -> None:
     check(fields)
+
+
+class _OneTemplate:
+    """A template store holding one template that puts `data.v` into every header-bound field."""
+
+    def __init__(self) -> None:
+        from mailer.templates import Template, parse_template_document
+
+        fields = {"subject": "Re: {{v}}", "text": "{{v}}", "html": "<p>{{{v}}}</p>", "attachments": [{"filename": "{{v}}.txt", "content": "{{v}}"}]}
+        self._template = Template(parse_template_document("fuzz", fields, "collection 'mail-templates'"))
+
+    def template(self, ref: object) -> object:
+        return self._template
+
+
+_TEMPLATES = None
+
+
+@FUZZ
+@given(st.one_of(text, any_value, st.builds(deep, st.integers(5, 40))))
+def test_a_template_rendering_any_data_is_refused_naming_the_template_or_composed(value: object) -> None:
+    global _TEMPLATES
+    from mailer.prepare import Lookups
+
+    _TEMPLATES = _TEMPLATES or Lookups(templates=_OneTemplate())  # type: ignore[arg-type]
+    fields = {"to": "ada@example.com", "template": {"name": "fuzz", "data": {"v": value}}}
+    try:
+        prepared = prepare(fields, SETTINGS, _TEMPLATES)
+    except Refusal as refusal:
+        reason = str(refusal)
+        assert reason.startswith("template: 'fuzz' in collection 'mail-templates' "), reason
+        assert "\n" not in reason and "\r" not in reason, reason
+        return
+    assert max(map(len, prepared.mail.payload.split(b"\r\n"))) <= 998
