@@ -238,6 +238,7 @@ class SmtpInbox:
             loop.close()
 
     def _apply_faults(self, faults: tuple[InboxFault, ...]) -> None:
+        changed = faults != self.faults
         self.faults = faults
         refuse = self.fault_at("refuse") is not None
         if refuse and self._listening and self._server is not None:
@@ -248,8 +249,8 @@ class SmtpInbox:
                     session.transport.close()
         elif not refuse and not self._listening:
             self._loop.create_task(self._listen_again())
-        if faults:
-            log.warning("inbox faults now: %s", ", ".join(map(str, faults)))
+        if faults or changed:
+            log.warning("inbox faults now: %s", ", ".join(map(str, faults)) or "none")
 
     async def _listen_again(self) -> None:
         try:
