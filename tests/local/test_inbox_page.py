@@ -3,10 +3,12 @@ on the page. Mail content is hostile input: it must show as text, never run, nev
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +146,124 @@ def test_unknown_paths_are_not_found(inbox: InboxUnderTest, path: str) -> None:
     status, headers, _ = fetch(inbox.web.url.rstrip("/") + path.format(id=stored.id))
     assert status == 404
     assert headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+
+# -- bidi isolation and layout, measured by Chromium's layout engine ----------------------------------------
+# The served pages forbid scripts (CSP), so the measuring script runs on a file:// copy of the exact markup.
+
+SPOOFED = "invoice\u202egnp.exe"  # shown by a careless client as "invoice" + "exe.png" reversed
+PROBE = """<script>
+(() => {
+  const out = {reversed: [], bdi: [], viewport: innerHeight};
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  let node;
+  while ((node = walker.nextNode())) {  // the page's own text (outside <bdi>) must read left to right
+    const parent = node.parentElement;
+    if (!parent || parent.closest('bdi, script, style')) continue;
+    let last = null;
+    for (let i = 0; i < node.data.length; i++) {
+      if (/\\s/.test(node.data[i])) continue;
+      const range = document.createRange();
+      range.setStart(node, i);
+      range.setEnd(node, i + 1);
+      const rect = range.getBoundingClientRect();
+      if (!rect.width) continue;
+      if (last && Math.abs(rect.top - last.top) < 2 && rect.left < last.left - 0.5) {
+        out.reversed.push(node.data.trim());
+        break;
+      }
+      last = rect;
+    }
+  }
+  for (const bdi of document.querySelectorAll('bdi')) out.bdi.push(getComputedStyle(bdi).unicodeBidi);
+  const box = (selector) => {
+    const element = document.querySelector(selector);
+    if (!element) return null;
+    const rect = element.getBoundingClientRect();
+    return {top: rect.top, bottom: rect.bottom, height: rect.height};
+  };
+  out.attachments = box('#attachments');
+  out.html = box('#html');
+  out.frame = box('#html iframe');
+  const frame = document.querySelector('#html iframe');
+  out.frameResize = frame ? getComputedStyle(frame).resize : null;
+  document.body.setAttribute('data-probe', JSON.stringify(out));
+})();
+</script>"""
+
+
+def measure(browser: Browser, markup: str, folder: Path) -> dict:
+    """Load `markup` plus the probe in Chromium; what the probe measured."""
+    markup = markup.replace('<meta http-equiv="refresh" content="5">', "")
+    page = folder / "probe.html"
+    page.write_text(markup.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    return json.loads(browser(page.as_uri()).one("body").attrs["data-probe"])
+
+
+def spoofing_message() -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = f'"Billing {SPOOFED}" <billing@example.com>'
+    message["To"] = "ada@example.com"
+    message["Subject"] = SPOOFED
+    message.set_content("see attachment\n")
+    message.add_attachment(b"\x89PNG", maintype="image", subtype="png", filename=SPOOFED)
+    return message
+
+
+def test_bidi_controls_in_mail_stay_inside_their_bdi(inbox: InboxUnderTest, browser: Browser, tmp_path: Path) -> None:
+    inbox.send(spoofing_message())
+    [stored] = list_messages(inbox.folder)
+    assert stored.subject == SPOOFED  # the page gets the override character as sent
+
+    listing = browser(inbox.web.url)
+    row = listing.one("tr", class_="message")
+    for cell in ("from", "to", "subject"):
+        assert [b.text for b in row.one("td", class_=cell).find_all("bdi")] == [row.one("td", class_=cell).text]
+    assert row.one("td", class_="subject").one("bdi").text == SPOOFED
+
+    view_url = f"{inbox.web.url}messages/{stored.id}"
+    view = browser(view_url)
+    assert view.one("h1", id="subject").one("bdi").text == SPOOFED
+    assert all(len(cell.find_all("bdi")) == 1 for cell in view.one("table", id="headers").find_all("td"))
+    link = view.one("section", id="attachments").one("a")
+    assert link.one("bdi").text == SPOOFED
+    assert view.one("title").text == f"\u2068{SPOOFED}\u2069"  # a title holds no elements: FSI ... PDI
+
+    # Laid out by Chromium: every bdi isolates, and no text of the page's own is reordered, notably the
+    # ", 4 B" after the attachment name on the same line.
+    for url in (inbox.web.url, view_url):
+        _, _, body = fetch(url)
+        measured = measure(browser, body.decode(), tmp_path)
+        assert measured["bdi"] and set(measured["bdi"]) == {"isolate"}
+        assert measured["reversed"] == [], url
+    # The probe sees a spill when there is one: the same view without <bdi> reverses the following text.
+    _, _, body = fetch(view_url)
+    unisolated = body.decode().replace("<bdi>", "").replace("</bdi>", "")
+    assert measure(browser, unisolated, tmp_path)["reversed"] != []
+
+
+def test_attachments_are_above_a_resizable_html_frame(inbox: InboxUnderTest, browser: Browser, tmp_path: Path) -> None:
+    inbox.send(rich_message())
+    [stored] = list_messages(inbox.folder)
+    view_url = f"{inbox.web.url}messages/{stored.id}"
+    page = browser(view_url)
+    order = [section.attrs["id"] for section in page.find_all("section")]
+    assert order == ["attachments", "text", "html"]
+    assert page.one("a", id="html-alone").attrs["href"] == f"/messages/{stored.id}/html"
+
+    _, _, body = fetch(view_url)
+    measured = measure(browser, body.decode(), tmp_path)
+    viewport = measured["viewport"]
+    assert measured["attachments"]["bottom"] <= viewport  # in sight without scrolling
+    assert measured["attachments"]["bottom"] <= measured["html"]["top"]
+    assert 0.6 * viewport <= measured["frame"]["height"] <= 0.75 * viewport  # most of the window, not more
+    assert measured["frameResize"] == "vertical"
+
+
+def test_the_list_has_from_and_to_columns(inbox: InboxUnderTest, browser: Browser) -> None:
+    inbox.send(simple_message("Columns", to="grace@example.com"))
+    page = browser(inbox.web.url)
+    assert [th.text for th in page.one("table", id="messages").find_all("th")] == ["Time", "From", "To", "Subject", "Size"]
+    row = page.one("tr", class_="message")
+    assert row.one("td", class_="from").text == "Mailer <noreply@example.com>"
+    assert row.one("td", class_="to").text == "grace@example.com"
