@@ -158,7 +158,7 @@ class LocalStack:
         bridge = getattr(self, "bridge", None)
         if bridge is not None and not bridge.running:
             return DeadPart("trigger bridge", f"stopped: {bridge.stopped_reason or 'its thread ended'}",
-                            self.function_log)
+                            self.emulator_log)  # its change feed
         inbox = getattr(self, "inbox", None)
         if inbox is not None and not inbox.running:
             return DeadPart("SMTP inbox", "stopped: its thread ended")
