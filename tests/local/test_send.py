@@ -44,14 +44,15 @@ class ServedStack:
         return code, out.getvalue()
 
 
-def serve(tmp_path: Path) -> ServedStack:
-    """`python -m local.demo --serve` on a copy of templates/, once it has written its state file."""
+def serve(tmp_path: Path, *demo_args: str) -> ServedStack:
+    """`python -m local.demo --serve` (plus `demo_args`) on a copy of templates/, once it has written its
+    state file."""
     state_dir, output, templates = tmp_path / "demo", tmp_path / "serve.out", tmp_path / "templates"
     shutil.copytree(TEMPLATES_DIR, templates)
     with open(output, "wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "local.demo", "--serve", "--no-samples", "--state-dir", str(state_dir),
-             "--templates-dir", str(templates)],
+             "--templates-dir", str(templates), *demo_args],
             cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + START_TIMEOUT_SECONDS

@@ -4,13 +4,8 @@ with one line naming it (never a stack that keeps running mute)."""
 
 from __future__ import annotations
 
-import io
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,10 +13,8 @@ import pytest
 from local import send
 from local.function import REPO_ROOT
 from local.mailbox import list_messages, load_message
-from local.state import read_state
-from local.template_seed import TEMPLATES_DIR
 
-from .test_send import START_TIMEOUT_SECONDS, stop
+from .test_send import serve, stop
 
 EXAMPLE = REPO_ROOT / "local" / "examples" / "mail.json"
 
@@ -48,26 +41,11 @@ def function_pid(demo_pid: int, target: str) -> int:
 
 
 def test_example_document_runtime_faults_and_a_killed_function(tmp_path: Path) -> None:
-    state_dir, output, templates = tmp_path / "demo", tmp_path / "serve.out", tmp_path / "templates"
-    shutil.copytree(TEMPLATES_DIR, templates)
-    with open(output, "wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local.demo", "--serve", "--no-samples", "--state-dir", str(state_dir),
-             "--templates-dir", str(templates), "--inbox-fault", "data:554"],
-            cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT,
-        )
+    stack = serve(tmp_path, "--inbox-fault", "data:554")
+    process, state_dir, output, state, run = stack.process, stack.state_dir, stack.output, stack.state, stack.send
     try:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not (state_dir / "state.json").exists():
-            assert process.poll() is None and time.monotonic() < deadline, output.read_text()[-1500:]
-            time.sleep(0.1)
-        state = read_state(state_dir)
         assert "faults    make send ARGS=\"--inbox-fault data:451" in output.read_text()
         assert "(now: data:554;" in output.read_text()
-
-        def run(*args: str) -> tuple[int, str]:
-            out = io.StringIO()
-            return send.main(["--state-dir", str(state_dir), *args], out=out), out.getvalue()
 
         # The fault given at start: a permanent refusal after DATA, so the document ends in ERROR, exit 1.
         code, text = run("--json", str(EXAMPLE), "--id", "refused")
