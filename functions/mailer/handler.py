@@ -106,19 +106,18 @@ class Handler:
         Returns the state it left the document in, or "skipped" when another attempt holds or finished it."""
         store = self.deps.store_for(target)
         current: DocumentState | None = seen
-        for round_ in range(_CLAIM_ROUNDS):
-            if round_ and (current is None or not delivery.is_claimable(current.fields, self.deps.clock())):
-                log.info(
-                    "no attempt: another attempt holds or finished the document",
-                    extra={"fields": {**ctx, "state": delivery.state_of(current.fields if current else None)}},
-                )
-                return "skipped"
-            assert current is not None
+        for _ in range(_CLAIM_ROUNDS):
             outcome = self._attempt(store, target, current, ctx)
             if outcome is not None:
                 return outcome
             # The document changed since we saw it: read it and decide again on what is there now.
             current = store.read(target.path)
+            if current is None or not delivery.is_claimable(current.fields, self.deps.clock()):
+                log.info(
+                    "no attempt: another attempt holds or finished the document",
+                    extra={"fields": {**ctx, "state": delivery.state_of(current.fields if current else None)}},
+                )
+                return "skipped"
         log.warning("no attempt: the document kept changing while claiming", extra={"fields": ctx})
         return "skipped"
 

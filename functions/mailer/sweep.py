@@ -47,9 +47,9 @@ WAITING = [delivery.PENDING, delivery.RETRY]
 
 @dataclass(frozen=True)
 class SweepQuery:
-    """One of the sweep's queries. `order` is the field the query orders by (its cursor), or None for
-    document-name order. The composite index each needs is declared in infra/sweep.py; a test runs the
-    sweep against the emulator and checks every query it sent against those indexes."""
+    """One of the sweep's queries, built for a collection and the moment of the sweep; each orders by
+    the field its cursor pages on. The composite index each needs is declared in infra/sweep.py; a test
+    runs the sweep against the emulator and checks every query it sent against those indexes."""
 
     name: str
     build: Callable[[firestore.CollectionReference, datetime], firestore.Query]
