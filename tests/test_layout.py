@@ -27,6 +27,13 @@ def imported_modules(folder: Path) -> dict[str, set[str]]:
     return found
 
 
+# Per-file exceptions: ops/check.py (issue 11, `make check`) reads a stack through infra.config's model and
+# connects with the function's own URI parser, composer and transport, so it reports what the deployed
+# function would do; ops/import_config.py (issue 12) validates the stack it writes with the same model.
+# Nothing else in ops/ may import them.
+ALLOWED_IMPORTS = {"ops/check.py": {"infra", "mailer"}, "ops/import_config.py": {"infra"}}
+
+
 @pytest.mark.parametrize(("folder", "forbidden"), [
     ("functions", {"pulumi", "pulumi_gcp", "infra", "local", "ops", "bench", "review", "policy", "tests"}),
     ("infra", {"mailer", "main", "local", "ops", "bench", "review", "policy", "tests"}),
@@ -39,5 +46,8 @@ def imported_modules(folder: Path) -> dict[str, set[str]]:
 def test_imports_flow_one_way(folder: str, forbidden: set[str]) -> None:
     modules = imported_modules(ROOT / folder)
     assert modules, f"no Python files found under {folder}/"
-    offending = {path: sorted(names & forbidden) for path, names in modules.items() if names & forbidden}
+    offending = {
+        path: sorted(bad) for path, names in modules.items()
+        if (bad := names & forbidden - ALLOWED_IMPORTS.get(path, set()))
+    }
     assert offending == {}
