@@ -24,6 +24,7 @@ from google.api_core import exceptions as gexc
 from mailer import delivery
 from mailer.compose import ComposedMail
 from mailer.events import DocumentState, EventError, MailEvent, decode_event
+from mailer.lifecycle import emit as emit_lifecycle_events
 from mailer.logs import domain_of
 from mailer.prepare import Lookups, Refusal, prepare
 from mailer.prepare import lookups_for as build_lookups
@@ -66,6 +67,8 @@ class Dependencies:
     )
     clock: Callable[[], datetime] = _utcnow
     random: Callable[[], float] = random.random
+    # Lifecycle events (issue 12): called after each transition this handler wrote; never raises.
+    events: Callable[..., list[str]] = emit_lifecycle_events
 
 
 class Handler:
@@ -130,6 +133,8 @@ class Handler:
             settings_ = self.deps.settings()
         except SettingsError as exc:
             return self._refuse(store, path, seen, f"function configuration: {exc}", Settings(None), ctx)
+        # Publishes the lifecycle events of a transition from `seen`, once its write succeeded.
+        announce = partial(self._announce, settings_, target, delivery.state_of(seen.fields), seen.update_time)
 
         history = delivery.history_of(previous)
         if delivery.state_of(seen.fields) == delivery.PROCESSING:
@@ -139,15 +144,15 @@ class Handler:
                 record = delivery.finish({**previous, "attemptHistory": history, "outcomeUnknown": True},
                                          delivery.ERROR, now, error=verdict, info=delivery.carried_info(previous),
                                          ttl=settings_.ttl)
-                return self._write_verdict(store, path, seen, record, ctx)
+                return self._write_verdict(store, path, seen, record, ctx, announce)
             previous = {**previous, "outcomeUnknown": True}
 
         try:
             due = send_at(seen.fields)
         except ScheduleError as exc:
-            return self._refuse(store, path, seen, str(exc), settings_, ctx)
+            return self._refuse(store, path, seen, str(exc), settings_, ctx, announce=announce)
         if due is not None and due > now:
-            return self._schedule(store, path, seen, previous, due, ctx)
+            return self._schedule(store, path, seen, previous, due, ctx, announce)
 
         continuing = delivery.continues_delivery(previous)
         try:
@@ -160,18 +165,20 @@ class Handler:
             mail = prepared.mail
             pool = self._pool(settings_)
         except Refusal as exc:
-            return self._refuse(store, path, seen, str(exc), settings_, ctx, exc.unresolved_uids)
+            return self._refuse(store, path, seen, str(exc), settings_, ctx, exc.unresolved_uids, announce=announce)
         except (gexc.GoogleAPICallError, gexc.RetryError):
             # Firestore could not be read (templates, users): nothing was claimed, so let the caller retry.
             raise
         except Exception as exc:  # a defect of ours: record it rather than fail the event into a retry loop
             log.exception("unexpected failure while preparing the message", extra={"fields": ctx})
             reason = f"internal error while preparing the message ({type(exc).__name__})"
-            return self._refuse(store, path, seen, reason, settings_, ctx)
+            return self._refuse(store, path, seen, reason, settings_, ctx, announce=announce)
 
         claimed = delivery.claim(previous, now, settings_.lease, message_id=mail.message_id, history=history)
-        if store.write_if_unchanged(path, claimed, seen.update_time) is None:
+        claim_version = store.write_if_unchanged(path, claimed, seen.update_time)
+        if claim_version is None:
             return None
+        announce(claimed)
         carried = delivery.carried_info(claimed) if claimed["info"] else delivery.Info(message_id=mail.message_id)
         owed = delivery.owed_recipients(mail.recipients, carried)
         ctx = {
@@ -184,13 +191,15 @@ class Handler:
         record, smtp_code = self._send(pool, mail, owed, carried, claimed, settings_)
         record = delivery.with_unresolved_uids(record, [uid.as_map() for uid in prepared.unresolved_uids])
         try:
-            store.write(path, record)
+            recorded = store.write(path, record)
         except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
             # The email went out (or not) but Firestore would not take the record: the claim's lease
             # lapses and the sweep takes the document over, with the same Message-ID.
             log.error("outcome not recorded: Firestore failed (%s); the lease will lapse and the sweep "
                       "takes the document over", type(exc).__name__, extra={"fields": {**ctx, "state": record["state"]}})
             return delivery.PROCESSING
+        if recorded:  # the outcome of this claim: identified by the claim's version
+            self._announce(settings_, target, delivery.PROCESSING, claim_version, record)
         fields = {**ctx, "state": record["state"], "smtpCode": smtp_code}
         if record["state"] == delivery.SUCCESS:
             log.info("sent", extra={"fields": fields})
@@ -213,21 +222,28 @@ class Handler:
             return history, f"gave up after {attempt} attempts; last: {delivery.LOST_ATTEMPT}"
         return history, None
 
-    def _write_verdict(self, store: StatusStore, path: str, seen: DocumentState, record: dict[str, Any], ctx: dict[str, Any]) -> str | None:
+    def _write_verdict(self, store: StatusStore, path: str, seen: DocumentState, record: dict[str, Any], ctx: dict[str, Any],
+                       announce: Callable[[dict[str, Any]], Any] | None = None) -> str | None:
         if store.write_if_unchanged(path, record, seen.update_time) is None:
             return None
+        if announce is not None:
+            announce(record)
         log.warning("not sent: the attempt holding the claim died and no other may follow it",
                     extra={"fields": {**ctx, "state": record["state"], "attempt": record.get("attempts")}})
         return record["state"]
 
     def _schedule(
-        self, store: StatusStore, path: str, seen: DocumentState, previous: dict[str, Any], due: datetime, ctx: dict[str, Any]
+        self, store: StatusStore, path: str, seen: DocumentState, previous: dict[str, Any], due: datetime, ctx: dict[str, Any],
+        announce: Callable[[dict[str, Any]], Any] | None = None,
     ) -> str | None:
         """A `sendAt` in the future: PENDING with that time as the next attempt; the sweep sends it then."""
         if delivery.state_of(seen.fields) == delivery.PENDING and delivery.next_attempt_time(previous) == due:
             return delivery.PENDING  # already scheduled for exactly this time
-        if store.write_if_unchanged(path, delivery.scheduled(previous, due), seen.update_time) is None:
+        record = delivery.scheduled(previous, due)
+        if store.write_if_unchanged(path, record, seen.update_time) is None:
             return None
+        if announce is not None:
+            announce(record)
         log.info("scheduled", extra={"fields": {**ctx, "state": delivery.PENDING, "nextAttemptTime": due}})
         return delivery.PENDING
 
@@ -240,6 +256,7 @@ class Handler:
         settings_: Settings,
         ctx: dict[str, Any],
         unresolved_uids: Sequence[Unresolved] = (),
+        announce: Callable[[dict[str, Any]], Any] | None = None,
     ) -> str | None:
         """Record why the document cannot be sent: one write, made only if nobody else acted on it."""
         now = self.deps.clock()
@@ -249,10 +266,18 @@ class Handler:
         record = delivery.with_unresolved_uids(record, [uid.as_map() for uid in unresolved_uids])
         if store.write_if_unchanged(path, record, seen.update_time) is None:
             return None
+        if announce is not None:
+            announce(record)
         # Only the field the reason names is logged: the reason itself may quote an address.
         field = reason.split(":", 1)[0]
         log.warning("refused: invalid %s", field, extra={"fields": {**ctx, "state": delivery.ERROR, "attempt": record["attempts"]}})
         return delivery.ERROR
+
+    def _announce(self, settings_: Settings, target: Target, before: str | None, version: datetime | None,
+                  record: dict[str, Any]) -> None:
+        """Lifecycle events for a transition just written (issue 12); `version` identifies it."""
+        self.deps.events(settings_, project=target.project, database=target.database, path=target.path,
+                         before=before, record=record, version=version)
 
     def _pool(self, settings_: Settings) -> SmtpPool:
         if not settings_.smtp_connection_uri:

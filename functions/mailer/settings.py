@@ -7,6 +7,7 @@ affects with a clear error naming the variable, instead of failing the instance 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -66,6 +67,8 @@ class Settings:
     # One sweep stops starting attempts after this long (below the sweep function's timeout).
     sweep_budget: timedelta = timedelta(seconds=DEFAULT_SWEEP_BUDGET_SECONDS)
     sweep_workers: int = DEFAULT_SWEEP_WORKERS
+    # Lifecycle events (issue 12): None when EVENTS is empty, so nothing is published or imported.
+    events: EventSettings | None = None
 
     @property
     def at_most_once(self) -> bool:
@@ -122,6 +125,55 @@ def _ttl(env: Mapping[str, str]) -> timedelta | None:
     return TTL_UNITS[kind] * _positive_int(env, "TTL_EXPIRE_VALUE", 1)
 
 
+# --- Lifecycle events (issue 12): EVENTS, EVENTS_TOPIC | EVENTS_CHANNEL, local receiver endpoints ---
+# The extension's event types, by short name (firebase.extensions.firestore-send-email.v1.<name>).
+EVENT_NAMES = ("onStart", "onProcessing", "onPending", "onRetry", "onSuccess", "onError", "onComplete")
+_TOPIC = re.compile(r"projects/[a-z][a-z0-9.:-]{4,61}[a-z0-9]/topics/[A-Za-z][\w.~+%-]{2,254}")
+_CHANNEL = re.compile(r"projects/[a-z][a-z0-9.:-]{4,61}[a-z0-9]/locations/[a-z0-9-]+/channels/[a-z][a-z0-9-]{0,62}")
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    names: tuple[str, ...]
+    topic: str | None = None  # projects/<p>/topics/<t>: Pub/Sub, CloudEvents binary mode (ce-* attributes)
+    channel: str | None = None  # projects/<p>/locations/<l>/channels/<c>: Eventarc channel
+    endpoint: str | None = None  # host:port of a local receiver (plaintext gRPC, loopback only)
+
+
+def _loopback_endpoint(env: Mapping[str, str], name: str) -> str | None:
+    value = _optional(env, name)
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":")
+    if host not in _LOOPBACK_HOSTS or not port.isdigit():
+        raise SettingsError(f"{name}: must be a loopback host:port such as 127.0.0.1:8085 (local receivers only), got {value!r}")
+    return value
+
+
+def _events(env: Mapping[str, str]) -> EventSettings | None:
+    raw = [item.strip() for item in (_optional(env, "EVENTS") or "").split(",") if item.strip()]
+    if not raw:
+        return None
+    prefix = "firebase.extensions.firestore-send-email.v1."
+    names = tuple(dict.fromkeys(item.removeprefix(prefix) for item in raw))
+    unknown = [name for name in names if name not in EVENT_NAMES]
+    if unknown:
+        raise SettingsError(f"EVENTS: {', '.join(map(repr, unknown))} not one of {', '.join(EVENT_NAMES)}")
+    topic, channel = _optional(env, "EVENTS_TOPIC"), _optional(env, "EVENTS_CHANNEL")
+    if topic and channel:
+        raise SettingsError("EVENTS_TOPIC and EVENTS_CHANNEL: both are set; set one")
+    if not topic and not channel:
+        raise SettingsError("EVENTS_TOPIC: EVENTS is set, so set EVENTS_TOPIC or EVENTS_CHANNEL")
+    if topic and not _TOPIC.fullmatch(topic):
+        raise SettingsError(f"EVENTS_TOPIC: expected projects/<project>/topics/<topic>, got {topic!r}")
+    if channel and not _CHANNEL.fullmatch(channel):
+        raise SettingsError(f"EVENTS_CHANNEL: expected projects/<project>/locations/<location>/channels/<channel>, got {channel!r}")
+    endpoint = _loopback_endpoint(env, "PUBSUB_ENDPOINT" if topic else "EVENTARC_PUBLISHING_ENDPOINT")
+    return EventSettings(names=names, topic=topic, channel=channel, endpoint=endpoint)
+# --- end lifecycle events ---
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from `env` (default: os.environ). Raises SettingsError naming the variable."""
     env = os.environ if env is None else env
@@ -147,4 +199,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         delivery_guarantee=_guarantee(env),
         sweep_budget=timedelta(seconds=_positive_int(env, "SWEEP_BUDGET_SECONDS", DEFAULT_SWEEP_BUDGET_SECONDS, minimum=1)),
         sweep_workers=_positive_int(env, "SWEEP_WORKERS", DEFAULT_SWEEP_WORKERS, maximum=32),
+        events=_events(env),
     )

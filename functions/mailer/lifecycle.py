@@ -1,0 +1,189 @@
+"""Lifecycle events, as the extension's `events` parameter offers them: one CloudEvent per real transition of
+a document's `delivery`, with the extension's event types (firebase.extensions.firestore-send-email.v1.*).
+
+"Real" means the caller has just written the transition, with a precondition that made it the only writer
+(the claim, a refusal, a schedule) or as the holder of the claim (the outcome), so a redelivered trigger
+event or a lost race never publishes: it wrote nothing. What each transition publishes:
+
+    no delivery yet -> any state     onStart first (the document enters the pipeline; once per document)
+    -> PROCESSING                    onProcessing (an attempt claimed the document)
+    -> PENDING                       onPending (scheduled for sendAt)
+    -> RETRY                         onRetry (the attempt failed transiently; another is due)
+    -> SUCCESS                       onSuccess, onComplete
+    -> ERROR                         onError, onComplete
+
+Only the names in EVENTS are published, to EVENTS_TOPIC (Pub/Sub, CloudEvents binary mode: `ce-*`
+attributes, JSON data) or EVENTS_CHANNEL (Eventarc, structured JSON CloudEvents). The client libraries
+are imported the first time an event is published, never when EVENTS is empty: cold start does not grow.
+
+A publish is one synchronous call with a short deadline and no retry: a failure is logged (types, document
+path, error class; never addresses or the record) and the mail goes on. The document's `delivery` stays
+the truth; each event's id is derived from the transition, so a consumer can drop a copy by `id`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from mailer.settings import EventSettings, Settings
+
+log = logging.getLogger("mailer.lifecycle")
+
+TYPE_PREFIX = "firebase.extensions.firestore-send-email.v1."
+# One publish call (all the events of one transition) waits at most this long; it is never retried.
+PUBLISH_TIMEOUT_SECONDS = 5.0
+
+_FOR_STATE = {
+    "PROCESSING": ("onProcessing",),
+    "PENDING": ("onPending",),
+    "RETRY": ("onRetry",),
+    "SUCCESS": ("onSuccess", "onComplete"),
+    "ERROR": ("onError", "onComplete"),
+}
+
+
+def names_for(before: str | None, after: str | None) -> list[str]:
+    """The event short names a transition from state `before` (None: no delivery record) to `after` makes."""
+    names = ["onStart"] if before is None else []
+    return names + list(_FOR_STATE.get(after or "", ()))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def build_events(
+    names: list[str], *, project: str, database: str, path: str, record: dict[str, Any], version: datetime | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """CloudEvents (structured form, as dicts) for one transition. `version` is the update_time that
+    identifies it (the claim's, for the outcome of that claim): the same transition always gets the same id."""
+    doc_id = path.rpartition("/")[2]
+    collection = path.rpartition("/")[0]
+    stamp = _jsonable(version) if version is not None else ""
+    delivery = _jsonable(record)
+    events = []
+    for name in names:
+        data: dict[str, Any] = {"doc": {"id": doc_id, "path": path, "delivery": delivery}}
+        if name in ("onError", "onRetry") and record.get("error"):
+            data["err"] = record["error"]
+        digest = hashlib.sha256(f"{project}/{database}/{path}@{stamp}#{record.get('state')}#{name}".encode()).hexdigest()
+        events.append({
+            "specversion": "1.0",
+            "id": digest[:32],
+            "type": TYPE_PREFIX + name,
+            "source": f"//firestore.googleapis.com/projects/{project}/databases/{database}/documents/{collection}",
+            "subject": doc_id,
+            "time": _jsonable(now),
+            "datacontenttype": "application/json",
+            "data": data,
+        })
+    return events
+
+
+class _PubSubPublisher:
+    """Pub/Sub through the generated client's one Publish RPC: no batching threads to start or drain."""
+
+    def __init__(self, topic: str, endpoint: str | None) -> None:
+        from google.pubsub_v1.services.publisher import PublisherClient
+        from google.pubsub_v1.types import PubsubMessage
+
+        self._message = PubsubMessage
+        self._topic = topic
+        if endpoint:
+            import grpc
+            from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+            self._client = PublisherClient(transport=PublisherGrpcTransport(channel=grpc.insecure_channel(endpoint)))
+        else:
+            self._client = PublisherClient()
+
+    def publish(self, events: list[dict[str, Any]]) -> None:
+        messages = []
+        for event in events:
+            attributes = {f"ce-{key}": str(value) for key, value in event.items() if key not in ("data", "datacontenttype")}
+            attributes["content-type"] = event["datacontenttype"]
+            data = json.dumps(event["data"], ensure_ascii=False, separators=(",", ":")).encode()
+            messages.append(self._message(data=data, attributes=attributes))
+        self._client.publish(topic=self._topic, messages=messages, retry=None, timeout=PUBLISH_TIMEOUT_SECONDS)
+
+
+class _EventarcPublisher:
+    """An Eventarc channel: PublishEvents with structured JSON CloudEvents (`text_events`)."""
+
+    def __init__(self, channel: str, endpoint: str | None) -> None:
+        from google.cloud.eventarc_publishing_v1 import PublisherClient
+
+        self._channel = channel
+        if endpoint:
+            import grpc
+            from google.cloud.eventarc_publishing_v1.services.publisher.transports import PublisherGrpcTransport
+
+            self._client = PublisherClient(transport=PublisherGrpcTransport(channel=grpc.insecure_channel(endpoint)))
+        else:
+            self._client = PublisherClient()
+
+    def publish(self, events: list[dict[str, Any]]) -> None:
+        texts = [json.dumps(event, ensure_ascii=False, separators=(",", ":")) for event in events]
+        self._client.publish_events(
+            request={"channel": self._channel, "text_events": texts}, retry=None, timeout=PUBLISH_TIMEOUT_SECONDS
+        )
+
+
+_publishers: dict[EventSettings, Any] = {}
+_publishers_lock = threading.Lock()
+
+
+def publisher_for(config: EventSettings) -> Any:
+    """One publisher (one gRPC channel) per destination for the life of the instance."""
+    key = EventSettings(names=(), topic=config.topic, channel=config.channel, endpoint=config.endpoint)
+    with _publishers_lock:
+        if key not in _publishers:
+            if config.topic:
+                _publishers[key] = _PubSubPublisher(config.topic, config.endpoint)
+            else:
+                _publishers[key] = _EventarcPublisher(config.channel or "", config.endpoint)
+        return _publishers[key]
+
+
+def emit(
+    settings: Settings, *, project: str, database: str, path: str, before: str | None, record: dict[str, Any],
+    version: datetime | None,
+) -> list[str]:
+    """Publish the enabled events of one transition the caller has just written. Never raises; returns the
+    short names published (empty when disabled, nothing enabled applies, or the publish failed)."""
+    config = settings.events
+    if config is None:
+        return []
+    names = [name for name in names_for(before, record.get("state")) if name in config.names]
+    if not names:
+        return []
+    fields = {"document": path, "eventTypes": names, "state": record.get("state")}
+    try:
+        events = build_events(names, project=project, database=database, path=path, record=record,
+                              version=version, now=datetime.now(timezone.utc))
+        publisher_for(config).publish(events)
+    except Exception as exc:  # the mail never waits on, retries for or fails because of an event
+        code_name = getattr(getattr(exc, "grpc_status_code", None), "name", None)
+        log.warning("lifecycle event not published", extra={"fields": {
+            **fields, "exception": type(exc).__name__, **({"grpcCode": code_name} if code_name else {})}})
+        return []
+    log.debug("lifecycle events published", extra={"fields": fields})
+    return names
