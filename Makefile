@@ -111,5 +111,14 @@ bench/node/node_modules/.installed: bench/node/package.json bench/node/package-l
 backfill: $(VENV)/.installed
 	@$(PY) -m ops.backfill $(ARGS)
 
+# Connect to a stack's SMTP server as the function would and print each step (DNS, TCP, TLS and the
+# certificate, EHLO capabilities, AUTH, with --send-to a test message) and the likely cause of a failure.
+# The password comes from --password-stdin or SMTP_PASSWORD, never from the stack file (it is encrypted);
+# see README "Checking a stack's SMTP settings: make check".
+# pulumi config get mailer:smtpPassword --stack prod | make check STACK=prod ARGS="--password-stdin --send-to you@example.com"
+.PHONY: check
+check: $(VENV)/.installed
+	@$(PY) -m ops.check $(if $(STACK),--stack $(STACK)) $(ARGS)
+
 clean:
 	rm -rf $(VENV) $(POLICY_VENV) emulator/node_modules bench/node/node_modules .pytest_cache .demo

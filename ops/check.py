@@ -38,7 +38,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -215,16 +215,6 @@ def _stack_password_state(path: Path) -> str | None:
     return "encrypted" if isinstance(raw, dict) and "secure" in raw else "plain"
 
 
-def _stack_smtp_uri(settings: Any) -> str:
-    """The SMTP URI the program gives the function: the resolved one (a provider preset filled in) when
-    the model offers it, else mailer:smtpConnectionUri as written."""
-    for name in ("resolved_smtp_uri", "smtp_uri", "effective_smtp_connection_uri"):
-        value = getattr(settings, name, None)
-        if isinstance(value, str) and value:
-            return value
-    return settings.smtp_connection_uri
-
-
 def stack_target(stack: str, password: str | None, password_source: str | None) -> Target:
     from infra.config import settings_problems
     from infra.stack_files import stack_config
@@ -235,13 +225,16 @@ def stack_target(stack: str, password: str | None, password_source: str | None) 
         raise UsageError(f"{path.relative_to(REPO_ROOT)}: " + "; ".join(problems))
     note = None
     if password is None:
-        state = _stack_password_state(path)
-        if state == "encrypted":
+        pipe = f"| make check STACK={stack} ARGS=--password-stdin"
+        deployed = (f"the deployed one: gcloud secrets versions access latest --secret {model.resource_prefix}-smtp-password "
+                    f"--project {model.project} {pipe}")
+        if _stack_password_state(path) == "encrypted":
             note = (f"{PASSWORD_KEY} is encrypted in {path.name} and only the Pulumi CLI can decrypt it: "
-                    f"pulumi config get {PASSWORD_KEY} --stack {stack} | make check STACK={stack} ARGS=--password-stdin")
+                    f"pulumi config get {PASSWORD_KEY} --stack {stack} {pipe} (or {deployed})")
         else:
-            note = f"no password given: pipe it in with --password-stdin or set {PASSWORD_VAR}"
-    uri = _stack_smtp_uri(model)
+            note = f"no password given: pipe it in with --password-stdin or set {PASSWORD_VAR} (or {deployed})"
+    # After validation the model holds the URI the program hands the function (a provider preset filled in).
+    uri = model.smtp_connection_uri
     try:
         settings = parse_smtp_uri(uri, password)
     except SmtpConfigError as error:
@@ -268,10 +261,6 @@ def uri_target(uri: str, password: str | None, password_source: str | None) -> T
 
 
 # -- causes ----------------------------------------------------------------------------------------
-
-
-def _usual_scheme_for(port: int) -> str:
-    return {465: "smtps://", 587: "smtp://", 25: "smtp://", 2525: "smtp://"}.get(port, "")
 
 
 def cause_for_connect_timeout(settings: SmtpSettings, seconds: float) -> str:
