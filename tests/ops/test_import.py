@@ -1,0 +1,341 @@
+"""`python -m ops.import_config`: an installed extension's `ext:export` file and a Logto SMTP connector JSON
+become a stack file (and templates) that the config model accepts; secrets are never printed or written."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from infra.config import settings_problems
+from infra.stack_files import stack_config
+from infra.templates import load_template_files
+from mailer.templates import Template, parse_template_document
+from ops import import_config
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parent / "data"
+EXTENSION_ENV = DATA / "firestore-send-email.env"
+OAUTH2_ENV = DATA / "firestore-send-email-oauth2.env"
+LOGTO_JSON = DATA / "logto-smtp-connector.json"
+LOGTO_PASSWORD = "logto-Pa55word-never-shown"
+PROJECT = "acme-mailer-prod"
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = import_config.main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def extension(tmp_path: Path, *extra: str, env: Path = EXTENSION_ENV) -> tuple[int, str, str]:
+    return run("extension", str(env), "--stack", "acme", "--project", PROJECT, "--stacks-dir", str(tmp_path / "stacks"), *extra)
+
+
+def logto(tmp_path: Path, *extra: str, source: Path = LOGTO_JSON, location: tuple[str, ...] = ("--region", "us-central1", "--firestore-location", "nam5")) -> tuple[int, str, str]:
+    return run("logto", str(source), "--stack", "acme", "--project", PROJECT, *location, "--stacks-dir", str(tmp_path / "stacks"),
+               "--templates-dir", str(tmp_path / "templates"), *extra)
+
+
+def model_check(stack_file: Path) -> dict[str, str]:
+    """The stack file as Pulumi hands it to the program, through the config model; fails on any problem."""
+    values = stack_config(stack_file)
+    settings, problems = settings_problems(values)
+    assert problems == [] and settings is not None
+    return values
+
+
+def logto_render(template: str, payload: dict[str, Any]) -> str:
+    """Logto's connector-kit replaceSendMessageHandlebars, as written in TypeScript."""
+    def replace(match: re.Match) -> str:
+        key = match.group(1)
+        base = key.split(".")[0]
+        if not base or base not in payload:
+            return match.group(0)
+        value: Any = payload
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return "" if value is None else str(value)
+    return re.sub(r"{{\s*([\w.]+)\s*}}", replace, template)
+
+
+# --- the extension --------------------------------------------------------------------------------------------
+
+
+def test_a_dry_run_prints_the_stack_file_and_writes_nothing(tmp_path: Path) -> None:
+    code, out, err = extension(tmp_path)
+    assert code == 0, out + err
+    assert not (tmp_path / "stacks").exists()
+    assert f"--- new file {tmp_path / 'stacks' / 'Pulumi.acme.yaml'}" in out
+    assert "+  mailer:firestoreLocation: nam5" in out
+    assert "Dry run: nothing written" in out
+
+
+def test_the_extension_file_becomes_a_stack_the_model_accepts(tmp_path: Path) -> None:
+    code, out, err = extension(tmp_path, "--write")
+    assert code == 0, out + err
+    stack_file = tmp_path / "stacks" / "Pulumi.acme.yaml"
+    values = model_check(stack_file)
+    assert {key: values[key] for key in (
+        "gcp:project", "mailer:region", "mailer:firestoreLocation", "mailer:database", "mailer:mailCollection",
+        "mailer:usersCollection", "mailer:templatesCollection", "mailer:smtpConnectionUri", "mailer:defaultFrom",
+        "mailer:defaultReplyTo", "mailer:ttlExpireType", "mailer:ttlExpireValue", "mailer:memory")} == {
+        "gcp:project": PROJECT,
+        "mailer:region": "us-central1",
+        "mailer:firestoreLocation": "nam5",
+        "mailer:database": "(default)",
+        "mailer:mailCollection": "mail",
+        "mailer:usersCollection": "users",
+        "mailer:templatesCollection": "email-templates",
+        "mailer:smtpConnectionUri": "smtp://postmaster@mg.acme.example:587",
+        "mailer:defaultFrom": "Acme <noreply@acme.example>",
+        "mailer:defaultReplyTo": "support@acme.example",
+        "mailer:ttlExpireType": "day",
+        "mailer:ttlExpireValue": "30",
+        "mailer:memory": "512Mi",
+    }
+    # The password is a Secret Manager reference: copied by a command, never through this file.
+    assert ("gcloud secrets versions access latest --secret=ext-firestore-send-email-SMTP_PASSWORD "
+            f"--project={PROJECT} | pulumi config set --secret mailer:smtpPassword --stack acme") in out
+    assert "smtpPassword" not in stack_file.read_text() and "secrets/" not in stack_file.read_text()
+    not_carried = out.split("Not carried over:\n", 1)[1]
+    assert "TLS_OPTIONS: the extension never passes TLS_OPTIONS" in not_carried
+    assert "firebase.extensions.firestore-send-email.v1.onPending: not an event this function publishes" in not_carried
+    assert "TTL: this stack creates the Firestore TTL policy on delivery.expireAt itself" in out
+    # Events travel when this version of the program has the setting; otherwise they are listed as left behind.
+    written = yaml.safe_load(stack_file.read_text())["config"]
+    if "mailer:events" in import_config.declared_keys():
+        assert written["mailer:events"] in (["onStart", "onSuccess", "onError"], "onStart,onSuccess,onError")
+        assert written["mailer:eventsChannel"] == f"projects/{PROJECT}/locations/us-central1/channels/firebase"
+    else:
+        assert "ALLOWED_EVENT_TYPES: this version of the program has no mailer:events setting" in not_carried
+
+
+def test_oauth2_parameters_become_xoauth2_settings_and_secret_commands(tmp_path: Path) -> None:
+    code, out, err = extension(tmp_path, "--write", env=OAUTH2_ENV)
+    assert code == 0, out + err
+    config = yaml.safe_load((tmp_path / "stacks" / "Pulumi.acme.yaml").read_text())["config"]
+    assert config["mailer:smtpConnectionUri"] == "smtp://alerts%40acme.example@smtp.gmail.com:587"
+    assert config["mailer:region"] == "europe-west1" and config["mailer:firestoreLocation"] == "eur3"
+    assert config["mailer:database"] == "mail-db" and config["mailer:mailCollection"] == "tenants/acme/mail"
+    if "mailer:smtpAuthMethod" not in import_config.declared_keys():
+        assert "this version of the program has no mailer:smtpAuthMethod setting" in out
+        return
+    assert config["mailer:smtpAuthMethod"] == "XOAUTH2"
+    assert config["mailer:oauth2TokenUrl"] == "https://oauth2.googleapis.com/token"
+    assert "mailer:oauth2ClientId" not in config  # its value is in Secret Manager: fetched by the printed command
+    assert (f'pulumi config set mailer:oauth2ClientId "$(gcloud secrets versions access latest '
+            f'--secret=ext-firestore-send-email-CLIENT_ID --project={PROJECT})" --stack acme') in out
+    for secret, key in (("CLIENT_SECRET", "oauth2ClientSecret"), ("REFRESH_TOKEN", "oauth2RefreshToken")):
+        assert (f"gcloud secrets versions access latest --secret=ext-firestore-send-email-{secret} --project={PROJECT} "
+                f"| pulumi config set --secret mailer:{key} --stack acme") in out
+    # With the client id the command sets, the model accepts the stack.
+    values = stack_config(tmp_path / "stacks" / "Pulumi.acme.yaml")
+    values["mailer:oauth2ClientId"] = "1234-abc.apps.googleusercontent.com"
+    assert settings_problems(values)[1] == []
+
+
+def test_an_existing_stack_file_is_shown_as_a_diff_and_keeps_what_the_import_does_not_set(tmp_path: Path) -> None:
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    existing = (
+        "encryptionsalt: v1:abcdefgh:v1:ijklmnop:qrstuvwx\n"
+        "config:\n"
+        "  gcp:project: acme-mailer-prod\n"
+        "  mailer:region: europe-west1\n"
+        "  mailer:maxInstances: 7\n"
+        "  mailer:smtpPassword:\n"
+        "    secure: v1:c2VjcmV0LWNpcGhlcnRleHQ=\n"
+    )
+    (stacks / "Pulumi.acme.yaml").write_text(existing)
+    code, out, _ = extension(tmp_path)
+    assert code == 0
+    assert f"--- {stacks / 'Pulumi.acme.yaml'}" in out
+    assert "-  mailer:region: europe-west1" in out and "+  mailer:region: us-central1" in out
+    assert (stacks / "Pulumi.acme.yaml").read_text() == existing  # a dry run
+    code, out, _ = extension(tmp_path, "--write")
+    assert code == 0
+    written = yaml.safe_load((stacks / "Pulumi.acme.yaml").read_text())
+    assert written["encryptionsalt"] == "v1:abcdefgh:v1:ijklmnop:qrstuvwx"
+    assert written["config"]["mailer:smtpPassword"] == {"secure": "v1:c2VjcmV0LWNpcGhlcnRleHQ="}
+    assert written["config"]["mailer:maxInstances"] == 7
+    assert written["config"]["mailer:region"] == "us-central1"
+    model_check(stacks / "Pulumi.acme.yaml")
+    code, out, _ = extension(tmp_path)
+    assert f"{stacks / 'Pulumi.acme.yaml'}: unchanged" in out
+
+
+def test_passwords_in_the_uri_or_in_the_file_are_never_printed_or_written(tmp_path: Path) -> None:
+    env = tmp_path / "firestore-send-email.env"
+    env.write_text(
+        "# hand-edited: a password in the URI and a value instead of a secret reference\n"
+        "DATABASE_REGION=nam5\n"
+        "DEFAULT_FROM=\"Acme <noreply@acme.example>\"\n"
+        "SMTP_CONNECTION_URI=smtps://alerts@acme.example:hunter2-in-the-uri@smtp.gmail.com:465\n"
+        "SMTP_PASSWORD='a-plain-Pa55word-in-the-file'\n"
+    )
+    code, out, err = extension(tmp_path, "--write", env=env)
+    assert code == 0, out + err
+    written = (tmp_path / "stacks" / "Pulumi.acme.yaml").read_text()
+    for secret in ("hunter2-in-the-uri", "a-plain-Pa55word-in-the-file"):
+        assert secret not in out + err + written
+    assert yaml.safe_load(written)["config"]["mailer:smtpConnectionUri"] == "smtps://alerts%40acme.example@smtp.gmail.com:465"
+    assert "from SMTP_CONNECTION_URI (its password left out)" in written
+    assert "the SMTP_PASSWORD value in the file (not shown)" in out
+    assert "pulumi config set --secret mailer:smtpPassword --stack acme   # type it when asked" in out
+    model_check(tmp_path / "stacks" / "Pulumi.acme.yaml")
+
+
+def test_later_env_files_override_earlier_ones_and_unknown_parameters_are_listed(tmp_path: Path) -> None:
+    override = tmp_path / f"firestore-send-email.env.{PROJECT}"
+    override.write_text("MAIL_COLLECTION=mail-prod\nSOMETHING_ELSE=1\nfirebaseextensions.v1beta.function/memory=2048\n")
+    code, out, _ = run("extension", str(EXTENSION_ENV), str(override), "--stack", "acme", "--project", PROJECT,
+                       "--stacks-dir", str(tmp_path / "stacks"), "--write")
+    assert code == 0, out
+    config = yaml.safe_load((tmp_path / "stacks" / "Pulumi.acme.yaml").read_text())["config"]
+    assert config["mailer:mailCollection"] == "mail-prod"
+    assert config["mailer:memory"] == "2048Mi" and config["mailer:cpu"] == "1"  # Cloud Run needs 1 vCPU above 1 GiB
+    assert "SOMETHING_ELSE: not a parameter of firestore-send-email 0.2.8" in out
+    model_check(tmp_path / "stacks" / "Pulumi.acme.yaml")
+
+
+def test_env_parsing_follows_dotenv() -> None:
+    parsed = import_config.parse_env_text(
+        "# comment\n\nexport A=1\nB = \"two words\"\nC='#not a comment'\nD=x # trailing\nE=\"line\\nbreak\"\nA=3\n"
+        "firebaseextensions.v1beta.function/location=europe-west3"
+    )
+    assert parsed == {"A": "3", "B": "two words", "C": "#not a comment", "D": "x", "E": "line\nbreak",
+                      "firebaseextensions.v1beta.function/location": "europe-west3"}
+    with pytest.raises(import_config.ImportError_, match="line 1: expected KEY=value"):
+        import_config.parse_env_text("no equals sign")
+
+
+def test_a_result_the_model_refuses_is_reported_and_not_written(tmp_path: Path) -> None:
+    env = tmp_path / "firestore-send-email.env"
+    env.write_text("DATABASE_REGION=nam5\nDEFAULT_FROM=noreply@acme.example\nSMTP_CONNECTION_URI=smtp://u@smtp.acme.example:25\n")
+    code, out, _ = extension(tmp_path, "--write", env=env)
+    assert code == 1
+    assert "The result fails the config model:\n  mailer:smtpConnectionUri uses port 25, which Google Cloud blocks" in out
+    assert "Nothing written" in out and not (tmp_path / "stacks").exists()
+
+
+# --- Logto ----------------------------------------------------------------------------------------------------
+
+
+def test_the_logto_connector_becomes_a_stack_and_templates(tmp_path: Path) -> None:
+    code, out, err = logto(tmp_path, "--write")
+    assert code == 0, out + err
+    values = model_check(tmp_path / "stacks" / "Pulumi.acme.yaml")
+    assert values["mailer:smtpConnectionUri"] == "smtps://postmaster%40mg.acme.example@smtp.mailgun.org:465?name=mailer.acme.example"
+    assert values["mailer:defaultFrom"] == "Acme <noreply@acme.example>"
+    assert values["mailer:defaultReplyTo"] == "support@acme.example"
+    assert values["mailer:templatesCollection"] == "mail-templates"
+    assert (f"jq -j .auth.pass {LOGTO_JSON} | pulumi config set --secret mailer:smtpPassword --stack acme") in out
+    not_carried = out.split("Not carried over:\n", 1)[1]
+    assert "customHeaders: no stack setting adds headers to every email" in not_carried
+    assert "templates[5] (SignIn): a second template for this usageType; Logto uses the first one only" in not_carried
+    # Every template file loads as the deployment loads it.
+    files = load_template_files(tmp_path / "templates")
+    assert sorted(files) == ["ForgotPassword", "Generic", "OrganizationInvitation", "Register", "SignIn"]
+    assert set(files["SignIn"].document) == {"subject", "text"}
+    assert set(files["Register"].document) == {"subject", "html"}
+
+
+def test_imported_templates_render_through_the_function_as_logto_renders_them(tmp_path: Path) -> None:
+    assert logto(tmp_path, "--write")[0] == 0
+    connector = yaml.safe_load(LOGTO_JSON.read_text())
+    payload = {"code": "905127", "link": "https://acme.example/verify?t=1", "application": {"name": "Acme"},
+               "organization": {"name": "Acme Labs"}}
+    firsts: dict[str, dict[str, Any]] = {}
+    for entry in connector["templates"]:
+        firsts.setdefault(entry["usageType"], entry)
+    for name, template_file in load_template_files(tmp_path / "templates").items():
+        entry = firsts[name]
+        field = "text" if entry["contentType"] == "text/plain" else "html"
+        rendered = Template(parse_template_document(name, template_file.document, "templates/")).render(payload).fields
+        assert rendered["subject"] == logto_render(entry["subject"], payload), name
+        if field == "text":
+            assert rendered[field] == logto_render(entry["content"], payload), name
+        else:
+            # Values are HTML-escaped here (Logto inserts them raw): the same page once a browser decodes it.
+            assert html.unescape(rendered[field]) == logto_render(entry["content"], payload), name
+    organization = load_template_files(tmp_path / "templates")["OrganizationInvitation"].document
+    escaped = Template(parse_template_document("OrganizationInvitation", organization, "t")).render(payload).fields["html"]
+    assert 'href="https://acme.example/verify?t&#x3D;1"' in escaped
+    # The literal {{#if}} in Register's html stays literal, as Logto prints it.
+    register = Template(parse_template_document("Register", load_template_files(tmp_path / "templates")["Register"].document, "t"))
+    assert "Logto prints this {{#if}} as it is." in register.render(payload).fields["html"]
+
+
+def test_the_logto_password_is_never_printed_or_written(tmp_path: Path) -> None:
+    code, out, err = logto(tmp_path, "--write")
+    assert code == 0
+    written = "".join(path.read_text() for path in tmp_path.rglob("*.yaml"))
+    assert LOGTO_PASSWORD not in out + err + written
+    # The same through the real command line.
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.import_config", "logto", str(LOGTO_JSON), "--stack", "acme", "--project", PROJECT,
+         "--region", "us-central1", "--firestore-location", "nam5", "--stacks-dir", str(tmp_path / "cli"),
+         "--templates-dir", str(tmp_path / "cli-templates")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert LOGTO_PASSWORD not in result.stdout + result.stderr
+    assert "Dry run: nothing written" in result.stdout
+
+
+def test_logto_needs_the_google_cloud_locations_it_does_not_have(tmp_path: Path) -> None:
+    code, out, _ = logto(tmp_path, "--write", location=())
+    assert code == 1
+    assert "  mailer:region is not set; run `pulumi config set mailer:region <value>`" in out
+    assert "  mailer:firestoreLocation is not set" in out
+    assert not (tmp_path / "stacks").exists() and not (tmp_path / "templates").exists()
+
+
+def test_logto_oauth2_and_connection_options(tmp_path: Path) -> None:
+    source = tmp_path / "connector.json"
+    source.write_text(json.dumps({
+        "host": "smtp.office365.com", "port": 587, "secure": False, "requireTLS": True,
+        "servername": "smtp.office365.com", "greetingTimeout": 5000,
+        "tls": {"rejectUnauthorized": True, "ciphers": "HIGH"},
+        "auth": {"type": "OAuth2", "user": "alerts@acme.example", "clientId": "client-123",
+                 "clientSecret": "oauth-client-Secret-never-shown", "refreshToken": "refresh-Token-never-shown",
+                 "accessToken": "access-Token-never-shown",
+                 "accessUrl": "https://login.microsoftonline.com/acme/oauth2/v2.0/token"},
+        "fromEmail": "alerts@acme.example", "templates": [],
+    }))
+    code, out, err = logto(tmp_path, "--write", source=source)
+    assert code == 0, out + err
+    config = yaml.safe_load((tmp_path / "stacks" / "Pulumi.acme.yaml").read_text())["config"]
+    written = (tmp_path / "stacks" / "Pulumi.acme.yaml").read_text()
+    for secret in ("oauth-client-Secret-never-shown", "refresh-Token-never-shown", "access-Token-never-shown"):
+        assert secret not in out + err + written
+    assert config["mailer:smtpConnectionUri"] == (
+        "smtp://alerts%40acme.example@smtp.office365.com:587?tlsServername=smtp.office365.com&requireTLS=true&greetingTimeout=5000")
+    assert "tls.ciphers: not a TLS option of this function" in out
+    if "mailer:smtpAuthMethod" not in import_config.declared_keys():
+        return
+    assert config["mailer:smtpAuthMethod"] == "XOAUTH2" and config["mailer:oauth2ClientId"] == "client-123"
+    assert config["mailer:oauth2TokenUrl"] == "https://login.microsoftonline.com/acme/oauth2/v2.0/token"
+    assert f"jq -j .auth.clientSecret {source} | pulumi config set --secret mailer:oauth2ClientSecret --stack acme" in out
+    assert f"jq -j .auth.refreshToken {source} | pulumi config set --secret mailer:oauth2RefreshToken --stack acme" in out
+    assert "auth.accessToken: a short-lived token" in out
+    model_check(tmp_path / "stacks" / "Pulumi.acme.yaml")
+
+
+def test_help_describes_both_sources() -> None:
+    result = subprocess.run([sys.executable, "-m", "ops.import_config", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "extension" in result.stdout and "logto" in result.stdout and "--write" in result.stdout
+    for kind in ("extension", "logto"):
+        sub = subprocess.run([sys.executable, "-m", "ops.import_config", kind, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert sub.returncode == 0 and "--write" in sub.stdout and "--project" in sub.stdout
