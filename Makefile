@@ -111,6 +111,14 @@ bench/node/node_modules/.installed: bench/node/package.json bench/node/package-l
 backfill: $(VENV)/.installed
 	@$(PY) -m ops.backfill $(ARGS)
 
+# Issue 12: a stack file (and templates/*.yaml) from an installed extension's `firebase ext:export` file or a
+# Logto SMTP connector JSON. A dry run (a diff) unless ARGS has --write; see README "Migrating from the extension".
+# make import-config ARGS="extension extensions/firestore-send-email.env --stack prod --project my-project [--write]"
+# make import-config ARGS="logto connector.json --stack prod --project my-project --region us-central1 --firestore-location nam5"
+.PHONY: import-config
+import-config: $(VENV)/.installed
+	@$(PY) -m ops.import_config $(ARGS)
+
 # Connect to a stack's SMTP server as the function would and print each step (DNS, TCP, TLS and the
 # certificate, EHLO capabilities, AUTH, with --send-to a test message) and the likely cause of a failure.
 # The password comes from --password-stdin or SMTP_PASSWORD, never from the stack file (it is encrypted);
