@@ -331,9 +331,9 @@ def plan_from_extension(params: Mapping[str, str], *, project: str, stack: str, 
 
     if plan.settings.get("mailer:ttlExpireType", "never") != "never":
         plan.notes.append(
-            "TTL: this stack creates the Firestore TTL policy on delivery.expireAt itself. If you created that "
-            "policy by hand for the extension, import it before `pulumi up` (or it fails with 'already exists'): "
-            "see the README's migration guide."
+            "TTL: this stack manages the Firestore TTL policy on delivery.expireAt of the mail collection group "
+            "itself. A policy you created by hand for the extension is taken over by `pulumi up` (setting a field's "
+            "TTL is an update in Firestore, nothing to import) and removed by `pulumi destroy`."
         )
     return plan
 

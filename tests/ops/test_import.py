@@ -110,7 +110,7 @@ def test_the_extension_file_becomes_a_stack_the_model_accepts(tmp_path: Path) ->
     not_carried = out.split("Not carried over:\n", 1)[1]
     assert "TLS_OPTIONS: the extension never passes TLS_OPTIONS" in not_carried
     assert "firebase.extensions.firestore-send-email.v1.onPending: not an event this function publishes" in not_carried
-    assert "TTL: this stack creates the Firestore TTL policy on delivery.expireAt itself" in out
+    assert "TTL: this stack manages the Firestore TTL policy on delivery.expireAt of the mail collection group" in out
     # Events travel when this version of the program has the setting; otherwise they are listed as left behind.
     written = yaml.safe_load(stack_file.read_text())["config"]
     if "mailer:events" in import_config.declared_keys():
