@@ -12,8 +12,9 @@ sent it again within one delivery.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
 import random
+from dataclasses import dataclass
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -107,22 +108,93 @@ def continues_delivery(record: dict[str, Any]) -> bool:
     return record.get("state") in (PENDING, RETRY, PROCESSING)
 
 
+# Recipients listed by address in `info.accepted`, `rejected` and `pending` (the first ones); counts say
+# how many there are in all. Every document stays well under Firestore's 1 MiB whatever its recipient
+# count (prepare.MAX_RECIPIENTS bounds it), and the record does not copy a whole Bcc list.
+INFO_LIST_LIMIT = 50
+# Beyond the limit, who accepted or was refused for good is kept as 8-byte digests (SHA-256 prefixes) in
+# `info.acceptedDigest` / `info.rejectedDigest`, so a retry still skips them: 80 KB for 10,000.
+DIGEST_BYTES = 8
+
+
+def recipient_digest(address: str) -> bytes:
+    return hashlib.sha256(address.encode("utf-8", "surrogatepass")).digest()[:DIGEST_BYTES]
+
+
+@dataclass(frozen=True)
+class Recipients:
+    """A set of envelope recipients as the record keeps it: the first INFO_LIST_LIMIT by address (in the
+    order they were settled), every member by digest, and the count."""
+
+    listed: tuple[str, ...] = ()
+    count: int = 0
+    digests: frozenset[bytes] = frozenset()
+
+    @classmethod
+    def of(cls, addresses: Iterable[str]) -> Recipients:
+        return cls().plus(addresses)
+
+    @classmethod
+    def from_record(cls, info: dict[str, Any], name: str) -> Recipients:
+        listed = _strings(info.get(name))
+        digests = {recipient_digest(address) for address in listed}
+        packed = info.get(f"{name}Digest")
+        if isinstance(packed, bytes):
+            digests.update(packed[i:i + DIGEST_BYTES] for i in range(0, len(packed) - DIGEST_BYTES + 1, DIGEST_BYTES))
+        count = info.get(f"{name}Count")
+        count = count if isinstance(count, int) and count >= len(digests) else len(digests)
+        return cls(tuple(dict.fromkeys(listed))[:INFO_LIST_LIMIT], count, frozenset(digests))
+
+    def __contains__(self, address: object) -> bool:
+        return isinstance(address, str) and recipient_digest(address) in self.digests
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def plus(self, addresses: Iterable[str]) -> Recipients:
+        listed, digests, count = list(self.listed), set(self.digests), self.count
+        for address in addresses:
+            key = recipient_digest(address)
+            if key in digests:
+                continue
+            digests.add(key)
+            count += 1
+            if len(listed) < INFO_LIST_LIMIT:
+                listed.append(address)
+        return Recipients(tuple(listed), count, frozenset(digests))
+
+    def write(self, info: dict[str, Any], name: str, digests: bool) -> None:
+        info[name] = list(self.listed)
+        info[f"{name}Count"] = self.count
+        if digests and self.count > len(self.listed):  # only long lists need digests; short ones are complete
+            info[f"{name}Digest"] = b"".join(sorted(self.digests))
+
+
 @dataclass(frozen=True)
 class Info:
     message_id: str | None = None
-    accepted: list[str] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-    pending: list[str] = field(default_factory=list)
+    accepted: Recipients = Recipients()
+    rejected: Recipients = Recipients()
+    pending: Recipients = Recipients()
     response: str | None = None
 
-    def as_map(self) -> dict[str, Any]:
-        return {
-            "messageId": self.message_id,
-            "accepted": list(self.accepted),
-            "rejected": list(self.rejected),
-            "pending": list(self.pending),
-            "response": self.response,
-        }
+    def __post_init__(self) -> None:
+        for name in ("accepted", "rejected", "pending"):  # plain lists of addresses are accepted too
+            value = getattr(self, name)
+            if not isinstance(value, Recipients):
+                object.__setattr__(self, name, Recipients.of(value))
+
+    def as_map(self, *, digests: bool = True) -> dict[str, Any]:
+        """The record's `info`. Digests are left out once nothing more will be sent in this delivery."""
+        info: dict[str, Any] = {"messageId": self.message_id}
+        self.accepted.write(info, "accepted", digests)
+        self.rejected.write(info, "rejected", digests)
+        self.pending.write(info, "pending", False)  # pending recipients are owed anyway: never skipped
+        info["response"] = self.response
+        return info
 
 
 def _strings(value: Any) -> list[str]:
@@ -132,29 +204,30 @@ def _strings(value: Any) -> list[str]:
 def carried_info(record: dict[str, Any]) -> Info:
     """What an earlier attempt of the same delivery established: who accepted, who refused for good."""
     info = record.get("info") if isinstance(record.get("info"), dict) else {}
-    rejected = [] if is_client_request(record) else _strings(info.get("rejected"))  # a client's RETRY asks again
+    # A client's RETRY asks the recipients refused for good again.
+    rejected = Recipients() if is_client_request(record) else Recipients.from_record(info, "rejected")
     return Info(
         message_id=record.get("messageId"),
-        accepted=_strings(info.get("accepted")),
+        accepted=Recipients.from_record(info, "accepted"),
         rejected=rejected,
-        pending=_strings(info.get("pending")),
+        pending=Recipients.from_record(info, "pending"),
         response=info.get("response") if isinstance(info.get("response"), str) else None,
     )
 
 
 def owed_recipients(recipients: Iterable[str], carried: Info) -> list[str]:
     """The envelope recipients this attempt still has to reach."""
-    done = set(carried.accepted) | set(carried.rejected)
-    return [recipient for recipient in recipients if recipient not in done]
+    return [r for r in recipients if r not in carried.accepted and r not in carried.rejected]
 
 
 def merged_info(carried: Info, message_id: str, *, accepted: Iterable[str] = (), rejected: Iterable[str] = (),
                 pending: Iterable[str] = (), response: str | None = None) -> Info:
-    """This attempt's results added to the delivery's (each recipient listed once, first result kept)."""
-    accepted_all = list(dict.fromkeys([*carried.accepted, *accepted]))
-    rejected_all = [r for r in dict.fromkeys([*carried.rejected, *rejected]) if r not in accepted_all]
-    pending_all = [r for r in dict.fromkeys(pending) if r not in accepted_all and r not in rejected_all]
-    return Info(message_id, accepted_all, rejected_all, pending_all, response or carried.response)
+    """This attempt's results added to the delivery's (each recipient counted once, first result kept).
+    Pending is this attempt's alone: who is still owed after it."""
+    accepted_all = carried.accepted.plus(accepted)
+    rejected_all = carried.rejected.plus(r for r in rejected if r not in accepted_all)
+    pending_now = Recipients.of(r for r in pending if r not in accepted_all and r not in rejected_all)
+    return Info(message_id, accepted_all, rejected_all, pending_now, response or carried.response)
 
 
 def history_entry(attempt: int, now: datetime, reason: str, *, outcome_unknown: bool = False) -> dict[str, Any]:
@@ -236,7 +309,8 @@ def finish(
         "leaseExpireTime": None,
         "nextAttemptTime": next_attempt,
         "error": error,
-        "info": info.as_map() if info else None,
+        # After SUCCESS a client's request starts a new delivery: the digests would never be read again.
+        "info": info.as_map(digests=state != SUCCESS) if info else None,
     }
     if ttl is not None and state in (SUCCESS, ERROR):
         record["expireAt"] = now + ttl

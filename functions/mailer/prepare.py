@@ -18,7 +18,7 @@ from google.cloud import firestore
 from mailer.addresses import AddressError, parse_mailbox
 from mailer.compose import ComposedMail, ComposeDefaults, compose
 from mailer.document import MailInputError, MailRequest, parse_mail_document
-from mailer.recipients import Unresolved, UserDirectory, all_uids, resolve_recipients, uid_fields
+from mailer.recipients import UID_FIELDS, Unresolved, UserDirectory, all_uids, resolve_recipients, uid_fields
 from mailer.settings import Settings
 
 if TYPE_CHECKING:  # the template engine loads on first use: most mail names no template (cold start)
@@ -43,6 +43,21 @@ class Lookups:
 
 
 NO_LOOKUPS = Lookups()
+
+# Recipients of one document, after resolving uids: the delivery record keeps a digest per recipient
+# (8 bytes, see delivery.Recipients), so this bounds what a document can grow by. Larger audiences are
+# several documents (and several SMTP transactions anyway: providers cap recipients per message).
+MAX_RECIPIENTS = 10_000
+
+
+def _check_recipient_count(names: Sequence[str], lists: Sequence[Sequence[object]], what: str) -> None:
+    total = sum(len(items) for items in lists)
+    if total > MAX_RECIPIENTS:
+        largest = max(zip(names, lists), key=lambda pair: len(pair[1]))[0]
+        raise MailInputError(
+            largest,
+            f"{total} {what} in {', '.join(names)} together; at most {MAX_RECIPIENTS} per document: split the audience over several documents",
+        )
 
 
 def lookups_for(client: firestore.Client, settings: Settings) -> Lookups:
@@ -107,6 +122,7 @@ def _resolve_uids(request: MailRequest, users: UserDirectory | None) -> tuple[Ma
     fields = uid_fields(request)
     if not fields:
         return request, []
+    _check_recipient_count(UID_FIELDS, (request.to_uids, request.cc_uids, request.bcc_uids), "user ids")
     if users is None:
         raise MailInputError(fields[0], "USERS_COLLECTION is not set, so user ids cannot be resolved to addresses; set it or use to, cc and bcc")
     resolved, unresolved = resolve_recipients(request, users.emails(all_uids(request)), users.collection)
@@ -125,7 +141,10 @@ def prepare(
     try:
         request = parse_mail_document(fields)
         request = _render_template(fields, request, lookups.templates)
+        # Before any read: a document with more addresses than the limit is refused without looking up uids.
+        _check_recipient_count(("to", "cc", "bcc"), (request.to, request.cc, request.bcc), "recipients")
         request, unresolved = _resolve_uids(request, lookups.users)
+        _check_recipient_count(("to", "cc", "bcc"), (request.to, request.cc, request.bcc), "recipients")
     except MailInputError as exc:
         raise Refusal(str(exc)) from None
     try:
