@@ -30,6 +30,7 @@ from typing import Any
 
 from dotpromptz_handlebars import Handlebars, StrictModeError, TemplateRecursionError
 
+from mailer import hbs_compat
 from mailer.addresses import firestore_type_name, one_line, shown
 from mailer.document import MailInputError
 
@@ -99,7 +100,7 @@ def _environment(*, escape: bool, strict: bool = False) -> Handlebars:
     handlebars = Handlebars(escape_html=escape, strict=strict)
     # The built-in `log` prints its arguments to stdout, which would put message data into the logs.
     handlebars.register_helper("log", lambda args, options: "")
-    return handlebars
+    return hbs_compat.register(handlebars)
 
 
 def _position(source: str, offset: int) -> str:
@@ -134,7 +135,7 @@ def _error_offset(source: str, compile_source: Callable[[str], object]) -> int |
 def compile_source(handlebars: Handlebars, source: str, where: str) -> Render:
     """Compile one field; a syntax error becomes a TemplateError naming `where` and the position."""
     try:
-        return handlebars.compile(source)
+        return handlebars.compile(hbs_compat.rewrite(source, strict=handlebars.strict))
     except TemplateRecursionError:
         raise TemplateError(f"{where} nests blocks too deeply") from None
     except ValueError as error:
@@ -160,7 +161,7 @@ class PartialSet:
                 except TemplateError as error:
                     self.broken[(partial.name, field)] = error.reason
                     continue
-                environment.register_partial(partial.name, source)
+                environment.register_partial(partial.name, hbs_compat.rewrite(source))
 
     def missing(self, name: str, field: str, origin: str) -> str:
         """Why `{{> name}}` in `field` found nothing."""
@@ -256,13 +257,18 @@ def _render_tree(value: Any, context: dict[str, Any], run: Callable[[Render, dic
 
 
 def template_data(value: Any) -> Any:
-    """`template.data` as Handlebars should see it: timestamps as ISO 8601, bytes as base64."""
+    """`template.data` as Handlebars should see it: timestamps as ISO 8601, bytes as base64, and values
+    that behave as JavaScript's do in templates (see hbs_compat.js_value)."""
+    return hbs_compat.js_value(_formatted(value))
+
+
+def _formatted(value: Any) -> Any:
     if isinstance(value, datetime.datetime):
         return value.isoformat()
     if isinstance(value, (bytes, bytearray)):
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, Mapping):
-        return {str(key): template_data(item) for key, item in value.items()}
+        return {str(key): _formatted(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [template_data(item) for item in value]
+        return [_formatted(item) for item in value]
     return value
