@@ -13,7 +13,10 @@ Options (booleans are true/false or 1/0; times in milliseconds):
     requireTLS             smtp:// must upgrade with STARTTLS even without credentials
     ignoreTLS              smtp:// never upgrades (with credentials only if allowPlaintextAuth)
     allowPlaintextAuth     allow credentials when the server offers no STARTTLS
-    authMethod             PLAIN or LOGIN (default: PLAIN if offered, else LOGIN)
+    authMethod             PLAIN, LOGIN or XOAUTH2 (default: PLAIN if offered, else LOGIN)
+    oauth2TokenUrl         XOAUTH2: the OAuth2 token endpoint (https://; http:// only for a loopback host)
+    oauth2ClientId         XOAUTH2: the OAuth2 client id (its secret and the refresh token come from
+                           SMTP_OAUTH2_CLIENT_SECRET / SMTP_OAUTH2_REFRESH_TOKEN or their *_SECRET)
     connectionTimeout      TCP connect + implicit TLS handshake, and waiting for a pool slot (10000)
     greetingTimeout        waiting for the server's 220 greeting (10000)
     socketTimeout          waiting for any later reply (30000)
@@ -28,7 +31,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 URI_NAME = "SMTP_CONNECTION_URI"
 
@@ -42,7 +45,8 @@ DEFAULT_SOCKET_TIMEOUT_MS = 30_000
 DEFAULT_MAX_CONNECTIONS = 5
 DEFAULT_MAX_MESSAGES = 100
 
-AUTH_METHODS = ("PLAIN", "LOGIN")
+AUTH_METHODS = ("PLAIN", "LOGIN", "XOAUTH2")
+XOAUTH2 = "XOAUTH2"
 
 _BOOL_OPTIONS = {
     "pool": "pool",
@@ -65,6 +69,8 @@ _TEXT_OPTIONS = {
     "tlsServername": "tls_servername",
     "tlsCaFile": "tls_ca_file",
     "authMethod": "auth_method",
+    "oauth2TokenUrl": "oauth2_token_url",
+    "oauth2ClientId": "oauth2_client_id",
 }
 KNOWN_OPTIONS = tuple(sorted({**_BOOL_OPTIONS, **_MS_OPTIONS, **_COUNT_OPTIONS, **_TEXT_OPTIONS}))
 
@@ -95,7 +101,9 @@ class SmtpSettings:
     require_tls: bool = False
     ignore_tls: bool = False
     allow_plaintext_auth: bool = False
-    auth_method: str | None = None  # "PLAIN" / "LOGIN"; None = best the server offers
+    auth_method: str | None = None  # "PLAIN" / "LOGIN" / "XOAUTH2"; None = best the server offers
+    oauth2_token_url: str | None = None  # XOAUTH2 only: where access tokens are refreshed
+    oauth2_client_id: str | None = None
     connection_timeout: float = DEFAULT_CONNECTION_TIMEOUT_MS / 1000
     greeting_timeout: float = DEFAULT_GREETING_TIMEOUT_MS / 1000
     socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_MS / 1000
@@ -267,11 +275,49 @@ def _parse_text(name: str, value: str) -> str:
                 f"got {_shown(value)}"
             )
         return upper
+    if name == "oauth2TokenUrl":
+        return _parse_token_url(text)
+    if name == "oauth2ClientId" and any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in text):
+        raise SmtpConfigError(f"{URI_NAME}: option 'oauth2ClientId' contains whitespace or control characters")
     if name in ("name", "tlsServername") and not _HOSTNAME_RE.match(text):
         raise SmtpConfigError(f"{URI_NAME}: option {_shown(name)} must be a host name, got {_shown(value)}")
     if name == "tlsCaFile" and not os.path.isfile(text):
         raise SmtpConfigError(f"{URI_NAME}: option 'tlsCaFile' names no readable file: {_shown(text)}")
     return text
+
+
+def _parse_token_url(text: str) -> str:
+    """oauth2TokenUrl: an absolute https:// URL; http:// only for a loopback host (local tests and the
+    local stack), since the refresh token and client secret travel in the request body."""
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    try:
+        host = parts.hostname
+        parts.port  # (raises ValueError for a bad port)
+    except ValueError:
+        host = None
+    if scheme not in ("https", "http") or not host or any(ord(ch) < 0x21 for ch in text):
+        raise SmtpConfigError(
+            f"{URI_NAME}: option 'oauth2TokenUrl' must be an https:// URL, got {_shown(text)}"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise SmtpConfigError(f"{URI_NAME}: option 'oauth2TokenUrl' must not carry credentials")
+    if scheme == "http" and not is_loopback_host(host):
+        raise SmtpConfigError(
+            f"{URI_NAME}: option 'oauth2TokenUrl' must use https:// (http:// is allowed for a loopback "
+            "host only)"
+        )
+    return text
+
+
+def is_loopback_host(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: where plaintext is acceptable (nothing leaves the machine)."""
+    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _shown(value: str) -> str:
@@ -292,3 +338,19 @@ def _check_consistency(settings: SmtpSettings) -> None:
         )
     if settings.auth_method and not settings.username:
         raise SmtpConfigError(f"{URI_NAME}: option 'authMethod' is set but the URI has no user name")
+    # XOAUTH2 (issue 11): the user is the mailbox; the token endpoint and client id are options.
+    if settings.auth_method == XOAUTH2:
+        for option, value in (("oauth2TokenUrl", settings.oauth2_token_url),
+                              ("oauth2ClientId", settings.oauth2_client_id)):
+            if not value:
+                raise SmtpConfigError(f"{URI_NAME}: authMethod=XOAUTH2 needs option '{option}'")
+        if settings.password is not None:
+            raise SmtpConfigError(
+                f"{URI_NAME}: authMethod=XOAUTH2 takes no password (remove it from the URI and "
+                "SMTP_PASSWORD); the refresh token comes from SMTP_OAUTH2_REFRESH_TOKEN"
+            )
+    else:
+        for option, value in (("oauth2TokenUrl", settings.oauth2_token_url),
+                              ("oauth2ClientId", settings.oauth2_client_id)):
+            if value:
+                raise SmtpConfigError(f"{URI_NAME}: option '{option}' needs authMethod=XOAUTH2")

@@ -69,7 +69,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mailer.smtp_uri import URI_NAME, SmtpConfigError, SmtpSettings, parse_smtp_uri
+from mailer.credentials import CredentialError, Credentials, PinnedSecret, Secret
+from mailer.smtp_uri import URI_NAME, XOAUTH2, SmtpConfigError, SmtpSettings, parse_smtp_uri
 
 __all__ = [
     "DeliveryError",
@@ -309,8 +310,9 @@ class _SmtpClient(smtplib.SMTP):
 class _Connection:
     """One SMTP session: connect, TLS, EHLO and AUTH once, then any number of transactions."""
 
-    def __init__(self, settings: SmtpSettings, tls_context: ssl.SSLContext) -> None:
+    def __init__(self, settings: SmtpSettings, tls_context: ssl.SSLContext, auth: _Auth | None = None) -> None:
         self.settings = settings
+        self.auth = auth or _Auth(settings)
         self.client = _SmtpClient(settings, tls_context)
         self.messages_sent = 0
         self.last_used = time.monotonic()
@@ -387,16 +389,68 @@ class _Connection:
                 transient=False,
             )
         method = usable[0]
-        # smtplib's own auth() encodes credentials as ASCII; RFC 4616 and real servers take UTF-8.
-        username, password = settings.username or "", settings.password or ""
-        if method == "PLAIN":
-            code, reply = client.docmd("AUTH", "PLAIN " + _b64(f"\0{username}\0{password}"))
-        else:
-            code, reply = client.docmd("AUTH", "LOGIN " + _b64(username))
-            if code == 334:
-                code, reply = client.docmd(_b64(password))
+        try:
+            if method == XOAUTH2:
+                self._authenticate_xoauth2()
+                return
+            # Secrets read at run time (issue 11): a refused password is read again once; when it
+            # changed (rotated in Secret Manager), the new one is tried on this same connection.
+            source = self.auth.password
+            password = source.get() if source is not None else ""
+            code, reply = self._auth_password(method, password)
+            if code == 535 and source is not None and source.runtime:
+                fresh = source.reread(password)
+                if fresh != password:
+                    log.info("SMTP server %s refused the password; %s has a new value, trying it",
+                             settings.address, source.name)
+                    code, reply = self._auth_password(method, fresh)
+        except CredentialError as exc:
+            raise DeliveryError(exc.message, transient=exc.transient) from None
         if code != 235:
             raise smtplib.SMTPAuthenticationError(code, reply)
+
+    def _auth_password(self, method: str, password: str) -> tuple[int, bytes]:
+        client = self.client
+        # smtplib's own auth() encodes credentials as ASCII; RFC 4616 and real servers take UTF-8.
+        username = self.settings.username or ""
+        if method == "PLAIN":
+            return client.docmd("AUTH", "PLAIN " + _b64(f"\0{username}\0{password}"))
+        code, reply = client.docmd("AUTH", "LOGIN " + _b64(username))
+        if code == 334:
+            code, reply = client.docmd(_b64(password))
+        return code, reply
+
+    def _authenticate_xoauth2(self) -> None:
+        """SASL XOAUTH2 with a cached access token; a refused token is dropped, refreshed once and
+        tried again on this connection. Raises DeliveryError (CredentialError from the token
+        endpoint is the caller's to convert)."""
+        tokens = self.auth.tokens
+        assert tokens is not None  # SmtpPool refuses XOAUTH2 without a token source
+        token = tokens.token()
+        code, reply, challenge = self._xoauth2_once(token)
+        if code == 235:
+            return
+        if 500 <= code < 600:
+            log.info("SMTP server %s refused the OAuth2 access token (%d); refreshing it once",
+                     self.settings.address, code)
+            tokens.invalidate(token)
+            code, reply, challenge = self._xoauth2_once(tokens.token())
+            if code == 235:
+                return
+        raise _xoauth2_refused(self.settings, code, reply, challenge)
+
+    def _xoauth2_once(self, token: str) -> tuple[int, bytes, dict[str, object] | None]:
+        """One AUTH XOAUTH2 with an initial response. A failure comes as a 334 challenge carrying a
+        base64 JSON error (status, schemes, scope); the client answers it with an empty line and
+        the server then sends its final reply."""
+        client = self.client
+        initial = _b64(f"user={self.settings.username}\x01auth=Bearer {token}\x01\x01")
+        code, reply = client.docmd("AUTH", "XOAUTH2 " + initial)
+        challenge = None
+        if code == 334:
+            challenge = _xoauth2_challenge(reply)
+            code, reply = client.docmd("")
+        return code, reply, challenge
 
     @property
     def pipelining(self) -> bool:
@@ -630,9 +684,10 @@ class SmtpPool:
     later sends still work, one connection each, so a caller holding an old pool (see pool_for)
     never fails because of the swap."""
 
-    def __init__(self, settings: SmtpSettings) -> None:
+    def __init__(self, settings: SmtpSettings, credentials: Credentials | None = None) -> None:
         self.settings = settings
         self._tls_context = _build_tls_context(settings)
+        self._auth = _Auth(settings, credentials)
         self._idle: list[_Connection] = []
         self._queue: deque[_Waiter] = deque()  # senders waiting for a slot, oldest first
         self._active = 0  # slots held (sends in progress); never above max_connections
@@ -664,9 +719,13 @@ class SmtpPool:
         try:
             result = self._send_in_slot(waiter)
         except DeliveryError as error:
-            raise error.redacted(settings.password) from error.__cause__
-        if settings.password and result.deferred_reason and settings.password in result.deferred_reason:
-            result.deferred_reason = result.deferred_reason.replace(settings.password, "******")
+            clean = error
+            for secret in self._auth.secrets():
+                clean = clean.redacted(secret)
+            raise clean from error.__cause__
+        for secret in self._auth.secrets():
+            if result.deferred_reason and secret in result.deferred_reason:
+                result.deferred_reason = result.deferred_reason.replace(secret, "******")
         return result
 
     def close(self) -> None:
@@ -796,7 +855,7 @@ class SmtpPool:
 
     def _connect(self) -> _Connection:
         log.debug("connecting to SMTP server %s", self.settings.address)
-        connection = _Connection(self.settings, self._tls_context)
+        connection = _Connection(self.settings, self._tls_context, self._auth)
         try:
             connection.open()
         except DeliveryError:
@@ -874,16 +933,16 @@ _pool_lock = threading.Lock()
 _current: tuple[tuple[object, object], SmtpPool] | None = None
 
 
-def pool_for(uri: str, password_override: str | None) -> SmtpPool:
-    """The process-wide pool for this configuration: the same (uri, password) returns the same
-    warm pool; a different one builds a new pool and closes the old. A bad URI raises
-    SmtpConfigError on every call and leaves the cache as it was."""
+def pool_for(uri: str, password_override: str | None, credentials: Credentials | None = None) -> SmtpPool:
+    """The process-wide pool for this configuration: the same (uri, password, credentials) returns
+    the same warm pool (and its cached OAuth2 token); a different one builds a new pool and closes
+    the old. A bad URI raises SmtpConfigError on every call and leaves the cache as it was."""
     global _current
-    key = (uri, password_override)
+    key = (uri, password_override, credentials)
     with _pool_lock:
         if _current is not None and _current[0] == key:
             return _current[1]
-    pool = SmtpPool(parse_smtp_uri(uri, password_override))
+    pool = SmtpPool(parse_smtp_uri(uri, password_override), credentials)
     with _pool_lock:
         if _current is not None and _current[0] == key:  # another thread built it meanwhile
             winner = _current[1]
@@ -896,6 +955,91 @@ def pool_for(uri: str, password_override: str | None) -> SmtpPool:
     if previous is not None:
         previous[1].close()
     return pool
+
+
+class _Auth:
+    """Where AUTH gets its secrets, shared by the connections of one pool (issue 11): the password
+    (pinned, or read at run time and re-read once when refused) or, for XOAUTH2, a token source."""
+
+    def __init__(self, settings: SmtpSettings, credentials: Credentials | None = None) -> None:
+        credentials = credentials or Credentials()
+        self.password: Secret | None = credentials.password
+        if self.password is None and settings.password is not None:
+            self.password = PinnedSecret("SMTP_PASSWORD", settings.password)
+        self.tokens = None
+        if settings.auth_method == XOAUTH2:
+            if credentials.password is not None:
+                raise SmtpConfigError(
+                    f"{URI_NAME}: authMethod=XOAUTH2 takes no password; unset {credentials.password.name}")
+            if credentials.oauth2_refresh_token is None:
+                raise SmtpConfigError(
+                    f"{URI_NAME}: authMethod=XOAUTH2 needs SMTP_OAUTH2_REFRESH_TOKEN or "
+                    "SMTP_OAUTH2_REFRESH_TOKEN_SECRET")
+            from mailer.oauth2 import TokenSource  # (urllib.request only for XOAUTH2 deployments)
+
+            assert settings.oauth2_token_url and settings.oauth2_client_id  # parse_smtp_uri checks
+            self.tokens = TokenSource(
+                settings.oauth2_token_url,
+                settings.oauth2_client_id,
+                credentials.oauth2_client_secret,
+                credentials.oauth2_refresh_token,
+                timeout=settings.connection_timeout,
+                tls_context=_token_tls_context(settings),
+            )
+        elif self.password is not None and not settings.username:
+            raise SmtpConfigError(
+                f"{URI_NAME}: {self.password.name} is set but the URI has no user name; use smtp://user@host")
+
+    def secrets(self) -> list[str]:
+        """Every secret value known right now, to keep them out of errors (whatever a server echoes)."""
+        values = []
+        if isinstance(self.password, PinnedSecret):
+            values.append(self.password.get())
+        elif self.password is not None and isinstance(getattr(self.password, "_value", None), str):
+            values.append(self.password._value)  # type: ignore[attr-defined]
+        if self.tokens is not None:
+            values += self.tokens.secrets()
+        return [value for value in values if value]
+
+
+def _token_tls_context(settings: SmtpSettings) -> ssl.SSLContext:
+    """TLS for the token endpoint: always verified (tlsRejectUnauthorized concerns the SMTP server
+    only); trusts tlsCaFile besides the system store, like the SMTP connection."""
+    context = ssl.create_default_context()
+    if settings.tls_ca_file:
+        try:
+            context.load_verify_locations(cafile=settings.tls_ca_file)
+        except (OSError, ssl.SSLError):
+            pass  # _build_tls_context reports it, naming the option
+    return context
+
+
+def _xoauth2_challenge(reply: bytes) -> dict[str, object] | None:
+    """The JSON error a server sends as XOAUTH2's 334 challenge ({"status":"401","schemes":...,
+    "scope":...}), or None when it is not that."""
+    import json
+
+    try:
+        decoded = json.loads(base64.b64decode(reply.strip(), validate=True).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
+def _xoauth2_refused(settings: SmtpSettings, code: int, reply: bytes, challenge: dict[str, object] | None) -> DeliveryError:
+    """The server refused a freshly refreshed token (or failed otherwise): say what to check."""
+    said = ""
+    if challenge:
+        parts = [f"{key} {challenge[key]}" for key in ("status", "scope") if isinstance(challenge.get(key), str)]
+        said = f" (server said {', '.join(parts)})" if parts else ""
+    if 400 <= code < 500:
+        return DeliveryError(f"SMTP AUTH XOAUTH2 failed for now: {_reply_line(code, reply)}{said}",
+                             transient=True, code=code)
+    return DeliveryError(
+        f"SMTP server {settings.address} refused XOAUTH2 with a freshly refreshed access token: "
+        f"{_reply_line(code, reply)}{said}; check that the URI's user is the mailbox the refresh token "
+        "was issued for and that its scope allows SMTP",
+        transient=False, code=code)
 
 
 def _build_tls_context(settings: SmtpSettings) -> ssl.SSLContext:

@@ -1,0 +1,247 @@
+"""Secrets the function authenticates with: pinned (a secret environment variable, fixed at deploy) or
+read at run time from Secret Manager at `versions/latest`, so a rotated secret takes effect without a
+redeploy (issue 11).
+
+    SMTP_PASSWORD                       pinned password (the default; unchanged behaviour)
+    SMTP_PASSWORD_SECRET                projects/<p>/secrets/<id>: the password, read at run time
+    SMTP_OAUTH2_CLIENT_SECRET[_SECRET]  XOAUTH2 client secret, pinned or read at run time
+    SMTP_OAUTH2_REFRESH_TOKEN[_SECRET]  XOAUTH2 refresh token, pinned or read at run time; a rotated
+                                        refresh token is stored as a new version of that secret
+    SECRET_MANAGER_ENDPOINT             host:port of a local Secret Manager (loopback, plaintext gRPC)
+
+A value read from Secret Manager is cached for the life of the process; `reread()` fetches it again
+(called once when the server refuses the credentials). google-cloud-secret-manager is imported only
+when a *_SECRET variable is set, so the default path's cold start does not grow.
+
+A Secret never shows its value in repr, str, errors or logs: messages name the variable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("mailer.credentials")
+
+# Per call to Secret Manager; a failure is transient (the document is retried), so no client retries.
+SECRET_MANAGER_TIMEOUT_SECONDS = 10.0
+
+
+class CredentialError(Exception):
+    """A secret could not be read or used. .message is one line naming the variable, never a value;
+    .transient: a later attempt may succeed (Secret Manager or the token endpoint unavailable)."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.transient = transient
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Secret:
+    """One secret value and where it comes from. `name` is the variable that configures it (what
+    messages show)."""
+
+    name: str
+
+    def get(self) -> str:
+        raise NotImplementedError
+
+    def reread(self, stale: str | None) -> str:
+        """The value again, read fresh if the source can change; `stale` is the value that was just
+        refused (a concurrent reader that already replaced it spares a second read)."""
+        return self.get()
+
+    def store(self, value: str) -> None:
+        """Keep a new value (a rotated refresh token) and use it from now on."""
+        raise NotImplementedError
+
+    @property
+    def runtime(self) -> bool:
+        """Read at run time (Secret Manager), as opposed to pinned at deploy."""
+        return False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name})"
+
+
+class PinnedSecret(Secret):
+    """A value from the environment. A stored replacement lives in this process only."""
+
+    def __init__(self, name: str, value: str) -> None:
+        self.name = name
+        self._value = value
+        self._lock = threading.Lock()
+
+    def get(self) -> str:
+        with self._lock:
+            return self._value
+
+    def store(self, value: str) -> None:
+        with self._lock:
+            self._value = value
+        log.warning(
+            "%s is pinned at deploy: the rotated value is kept in this instance's memory only; set "
+            "%s_SECRET to have rotated values stored in Secret Manager", self.name, self.name,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PinnedSecret) and (other.name, other._value) == (self.name, self._value)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self._value))
+
+
+class ManagedSecret(Secret):
+    """A Secret Manager secret read at `versions/latest`, cached until reread()."""
+
+    def __init__(self, name: str, resource: str, endpoint: str | None = None) -> None:
+        self.name = name  # e.g. SMTP_PASSWORD_SECRET
+        self.resource = resource  # projects/<p>/secrets/<id>
+        self.endpoint = endpoint
+        self._value: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def runtime(self) -> bool:
+        return True
+
+    def get(self) -> str:
+        with self._lock:
+            if self._value is None:
+                self._value = self._access()
+            return self._value
+
+    def reread(self, stale: str | None) -> str:
+        with self._lock:
+            if self._value is None or self._value == stale:
+                self._value = self._access()
+            return self._value
+
+    def store(self, value: str) -> None:
+        """Add `value` as the secret's newest version, then use it. If Secret Manager refuses, the
+        value is still used by this instance (and the failure logged without it)."""
+        with self._lock:
+            self._value = value
+            try:
+                _call(self, "add_secret_version", request={
+                    "parent": self.resource, "payload": {"data": value.encode("utf-8")}})
+            except CredentialError as exc:
+                log.error("could not store the rotated value as a new version of %s: %s; this instance "
+                          "keeps using it in memory", self.name, exc.message)
+                return
+        log.info("stored the rotated value as a new version of %s", self.name)
+
+    def _access(self) -> str:
+        response = _call(self, "access_secret_version", request={"name": f"{self.resource}/versions/latest"})
+        try:
+            value = bytes(response.payload.data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise CredentialError(f"{self.name}: the latest version is not UTF-8 text", transient=False) from None
+        # `echo pw | gcloud secrets versions add --data-file=-` stores a trailing line break: drop one.
+        if value.endswith("\r\n"):
+            value = value[:-2]
+        elif value.endswith("\n"):
+            value = value[:-1]
+        if not value:
+            raise CredentialError(f"{self.name}: the latest version is empty", transient=False)
+        return value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ManagedSecret) and (other.name, other.resource, other.endpoint) == (
+            self.name, self.resource, self.endpoint)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.resource, self.endpoint))
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where each secret of one configuration comes from (None: not configured)."""
+
+    password: Secret | None = None
+    oauth2_client_secret: Secret | None = None
+    oauth2_refresh_token: Secret | None = None
+
+
+_clients: dict[str | None, Any] = {}
+_clients_lock = threading.Lock()
+_secrets: dict[tuple[str, str, str | None], ManagedSecret] = {}
+
+
+def managed_secret(name: str, resource: str, endpoint: str | None) -> ManagedSecret:
+    """The process-wide ManagedSecret for this resource, so its cached value outlives one invocation."""
+    key = (name, resource, endpoint)
+    with _clients_lock:
+        secret = _secrets.get(key)
+        if secret is None:
+            secret = _secrets[key] = ManagedSecret(name, resource, endpoint)
+        return secret
+
+
+def _client(endpoint: str | None) -> Any:
+    """A SecretManagerServiceClient per endpoint, built (and the library imported) on first use."""
+    with _clients_lock:
+        client = _clients.get(endpoint)
+        if client is not None:
+            return client
+        from google.cloud import secretmanager_v1  # lazily: only runtime-secret deployments pay for it
+
+        if endpoint is None:
+            client = secretmanager_v1.SecretManagerServiceClient()  # Application Default Credentials
+        else:  # a local server (tests, local stack): plaintext gRPC on loopback, no credentials
+            import grpc
+            from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
+                SecretManagerServiceGrpcTransport,
+            )
+
+            transport = SecretManagerServiceGrpcTransport(channel=grpc.insecure_channel(endpoint))
+            client = secretmanager_v1.SecretManagerServiceClient(transport=transport)
+        _clients[endpoint] = client
+        return client
+
+
+def _call(secret: ManagedSecret, method: str, request: dict[str, Any]) -> Any:
+    """Call Secret Manager; failures become CredentialError naming the variable (never the value)."""
+    from google.api_core import exceptions as gexc
+
+    try:
+        client = _client(secret.endpoint)
+        return getattr(client, method)(request=request, retry=None, timeout=SECRET_MANAGER_TIMEOUT_SECONDS)
+    except (gexc.NotFound, gexc.PermissionDenied, gexc.Unauthenticated, gexc.InvalidArgument,
+            gexc.FailedPrecondition) as exc:
+        what = "read" if method == "access_secret_version" else "add a version to"
+        hint = {
+            gexc.NotFound: "the secret or its latest version does not exist (or is disabled)",
+            gexc.PermissionDenied: "the function's service account lacks the role for it",
+            gexc.FailedPrecondition: "the latest version is disabled or destroyed",
+        }.get(type(exc), type(exc).__name__)
+        raise CredentialError(
+            f"{secret.name}: cannot {what} Secret Manager secret {secret.resource} ({exc.code.name if exc.code else type(exc).__name__}: {hint})",
+            transient=False,
+        ) from None
+    except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
+        raise CredentialError(
+            f"{secret.name}: Secret Manager is unavailable ({type(exc).__name__}); will try again",
+            transient=True,
+        ) from None
+    except Exception as exc:  # e.g. no Application Default Credentials, a channel that cannot start
+        raise CredentialError(
+            f"{secret.name}: cannot reach Secret Manager ({type(exc).__name__})", transient=True
+        ) from None
+
+
+def reset_for_tests() -> None:
+    """Forget cached clients and values (tests start local servers per test)."""
+    with _clients_lock:
+        for client in _clients.values():
+            try:
+                client.transport.close()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+        _clients.clear()
+        _secrets.clear()
