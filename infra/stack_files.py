@@ -4,6 +4,7 @@ and the tests, which have no CLI, use this so they see the same settings."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ NAMESPACE = "mailer"
 def _as_config_string(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    # Structured values (e.g. mailer:events, issue 12) reach the program as JSON, as the CLI passes them.
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
     return str(value)
 
 

@@ -41,14 +41,17 @@ from urllib.parse import quote, unquote, urlencode
 
 import yaml
 
+from infra import config as infra_config
 from infra.config import CPU_NEEDED_FOR_MEMORY, PASSWORD_KEY, parse_memory_bytes, settings_problems
 from infra.stack_files import PROJECT_FILE, REPO_ROOT, project_defaults
 
 EXTENSION = "firestore-send-email"
 EXTENSION_VERSION = "0.2.8"
 EVENT_PREFIX = f"firebase.extensions.{EXTENSION}.v1."
-# The lifecycle events this function publishes (issue 12 item 3), by the extension's short names.
-FUNCTION_EVENTS = ("onStart", "onProcessing", "onRetry", "onSuccess", "onError", "onComplete")
+# The lifecycle events this program publishes (issue 12 item 3), by the extension's short names: the
+# config model's list when it has one.
+FUNCTION_EVENTS: tuple[str, ...] = getattr(
+    infra_config, "EVENT_NAMES", ("onStart", "onProcessing", "onRetry", "onSuccess", "onError", "onComplete"))
 SYSTEM_PREFIX = "firebaseextensions.v1beta.function/"
 DEFAULT_EXTENSION_REGION = "us-central1"  # the system parameter's default
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # nodemailer's OAuth2 default is Google's
@@ -666,8 +669,8 @@ def stack_problems(text: str, declared: Mapping[str, str], pending: Iterable[str
             continue
         if isinstance(value, bool):
             value = "true" if value else "false"
-        elif isinstance(value, list):
-            value = ",".join(str(item) for item in value)
+        elif isinstance(value, (list, dict)):
+            value = json.dumps(value)  # as the Pulumi CLI hands structured config to the program
         values[key] = str(value)
     _, model_problems = settings_problems(values)
     return problems + model_problems
