@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import quote
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The function's modules (mailer.*) import from functions/, its deployed source root; appended, so
@@ -69,6 +70,10 @@ GMAIL_HOSTS = ("smtp.gmail.com", "smtp.googlemail.com", "smtp-relay.gmail.com")
 MICROSOFT_HOSTS = ("smtp.office365.com", "smtp-mail.outlook.com")
 CAPABILITIES = ("PIPELINING", "SMTPUTF8", "SIZE", "8BITMIME", "DSN", "CHUNKING", "ENHANCEDSTATUSCODES")
 XOAUTH2_NOT_SUPPORTED = "XOAUTH2 check not supported yet"
+XOAUTH2 = "XOAUTH2"
+# The function's variables for the OAuth2 secrets (functions/mailer/settings.py), read here the same way.
+CLIENT_SECRET_VAR = "SMTP_OAUTH2_CLIENT_SECRET"
+REFRESH_TOKEN_VAR = "SMTP_OAUTH2_REFRESH_TOKEN"
 
 
 class UsageError(Exception):
@@ -105,7 +110,7 @@ class Step:
     status: str  # ok | FAIL | skip | warn
     ms: float
     detail: str
-    cause: str | None = None  # a failure's likely cause and what to do, one line
+    cause: str | None = None  # a failure's likely cause and what to do (a warning's note), one line
     data: dict[str, Any] = field(default_factory=dict)
 
 
@@ -131,7 +136,7 @@ class Report:
         if not self.as_json:
             self._print(f"  {step.status:<4}  {step.step:<8} {_ms(step.ms):>8}  {step.detail}")
             if step.cause:
-                self._print(f"        likely cause: {step.cause}")
+                self._print(f"        {'likely cause' if step.status == FAIL else 'note'}: {step.cause}")
         return step
 
     @property
@@ -187,11 +192,12 @@ class Target:
     max_message_bytes: int | None = None  # the stack's mailer:maxMessageBytes
     provider: str | None = None  # the stack's mailer:smtpProvider (a preset name), if any
     password_note: str | None = None  # why there is no password, when there is none
+    oauth2_note: str | None = None  # XOAUTH2: where to get the refresh token from
 
 
 def shown_uri(settings: SmtpSettings) -> str:
     """scheme://user@host:port, never the password or the options."""
-    user = f"{settings.username}@" if settings.username else ""
+    user = f"{quote(settings.username, safe='')}@" if settings.username else ""
     return f"{settings.scheme}://{user}{settings.address}"
 
 
@@ -215,6 +221,14 @@ def _stack_password_state(path: Path) -> str | None:
     return "encrypted" if isinstance(raw, dict) and "secure" in raw else "plain"
 
 
+def _parse(uri: str, password: str | None) -> SmtpSettings:
+    """The function's parser; a password given for an XOAUTH2 URI is left out (it authenticates with tokens)."""
+    settings = parse_smtp_uri(uri)
+    if password is None or (settings.auth_method or "").upper() == XOAUTH2:
+        return settings
+    return parse_smtp_uri(uri, password)
+
+
 def stack_target(stack: str, password: str | None, password_source: str | None) -> Target:
     from infra.config import settings_problems
     from infra.stack_files import stack_config
@@ -236,7 +250,7 @@ def stack_target(stack: str, password: str | None, password_source: str | None) 
     # After validation the model holds the URI the program hands the function (a provider preset filled in).
     uri = model.smtp_connection_uri
     try:
-        settings = parse_smtp_uri(uri, password)
+        settings = _parse(uri, password)
     except SmtpConfigError as error:
         raise UsageError(f"{path.relative_to(REPO_ROOT)}: mailer:smtpConnectionUri: {error}") from None
     return Target(
@@ -247,12 +261,13 @@ def stack_target(stack: str, password: str | None, password_source: str | None) 
         max_message_bytes=model.max_message_bytes,
         provider=getattr(model, "smtp_provider", None),
         password_note=note if settings.password is None else None,
+        oauth2_note=_oauth2_note(model.resource_prefix, model.project),
     )
 
 
 def uri_target(uri: str, password: str | None, password_source: str | None) -> Target:
     try:
-        settings = parse_smtp_uri(uri, password)
+        settings = _parse(uri, password)
     except SmtpConfigError as error:
         raise UsageError(f"--uri: {error}") from None
     source = password_source if password is not None else ("the URI" if settings.password else None)
@@ -415,7 +430,10 @@ def _timed_out(error: BaseException) -> bool:
 
 
 class Checker:
-    def __init__(self, target: Target, report: Report, *, send_to: str | None, mail_from: str | None) -> None:
+    def __init__(self, target: Target, report: Report, *, send_to: str | None, mail_from: str | None,
+                 environ: dict[str, str] | None = None) -> None:
+        self.environ = {} if environ is None else environ
+        self.credentials: Any = None  # XOAUTH2: the function's Credentials, for the test message's pool
         self.target = target
         self.settings = target.settings
         self.report = report
@@ -775,10 +793,79 @@ class Checker:
         return True
 
     def _xoauth2(self, timer: _Timer) -> bool:
-        if not (REPO_ROOT / "functions" / "mailer" / "oauth2.py").is_file():
+        """An access token from the token endpoint (the function's own TokenSource, with the refresh
+        token and client secret from the environment), then SASL XOAUTH2 with it."""
+        settings, redact = self.settings, self.report.redact
+        assert self.client is not None
+        try:
+            from mailer.credentials import CredentialError, Credentials, PinnedSecret
+            from mailer.oauth2 import TokenSource
+        except ImportError:
             self.report.add(Step("AUTH", SKIP, 0, f"authMethod=XOAUTH2: {XOAUTH2_NOT_SUPPORTED}"))
             return True
-        self.report.add(Step("AUTH", SKIP, timer.ms, f"authMethod=XOAUTH2: {XOAUTH2_NOT_SUPPORTED} by this command"))
+        refresh_token = self.environ.get(REFRESH_TOKEN_VAR)
+        client_secret = self.environ.get(CLIENT_SECRET_VAR) or None
+        if not refresh_token:
+            self.report.add(Step("AUTH", SKIP, 0, f"XOAUTH2 as {settings.username}: {self.target.oauth2_note or _oauth2_note()}"))
+            return True
+        offered = (self.client.esmtp_features.get("auth") or "").upper().split()
+        if XOAUTH2 not in offered:
+            self.report.add(Step("AUTH", FAIL, timer.ms, f"the server offers AUTH {' '.join(offered) or '(none)'}, not XOAUTH2",
+                                 "this server does not take OAuth2 tokens: use the provider's OAuth2 SMTP host "
+                                 "(smtp.gmail.com, smtp.office365.com) or a password"))
+            return False
+        rotated: list[str] = []
+
+        class _KeptHere(PinnedSecret):
+            """A refresh token the endpoint replaces is used for this run only (and masked), never stored."""
+
+            def store(self, value: str) -> None:
+                redact.add(value)
+                rotated.append(value)
+                with self._lock:
+                    self._value = value
+
+        secret = PinnedSecret(CLIENT_SECRET_VAR, client_secret) if client_secret else None
+        refresh = _KeptHere(REFRESH_TOKEN_VAR, refresh_token)
+        tls_context = _build_tls_context(settings)
+        source = TokenSource(settings.oauth2_token_url, settings.oauth2_client_id, secret, refresh,
+                             timeout=settings.socket_timeout, tls_context=tls_context)
+        endpoint = (settings.oauth2_token_url or "").split("?")[0]
+        try:
+            token = source.token()
+        except CredentialError as error:
+            self.report.add(Step("token", FAIL, timer.ms, error.message, _cause_for_token(error)))
+            return False
+        redact.add(token)
+        initial = _b64(f"user={settings.username}\x01auth=Bearer {token}\x01\x01")
+        redact.add(initial)
+        note = None
+        if rotated:
+            note = ("the endpoint issued a new refresh token (it rotates them, as Microsoft does); this command does not "
+                    "store it: the function stores its own rotations in Secret Manager")
+        self.report.add(Step("token", WARN if note else OK, timer.ms,
+                             f"access token from {endpoint} for client {settings.oauth2_client_id}", note,
+                             data={"endpoint": endpoint, "rotated": bool(rotated)}))
+        self.credentials = Credentials(oauth2_client_secret=secret, oauth2_refresh_token=refresh)
+        timer = _Timer()
+        try:
+            code, reply = self.client.docmd("AUTH", "XOAUTH2 " + initial)
+            challenge = None
+            if code == 334:  # the error challenge: base64 JSON (status, schemes, scope); answered empty
+                challenge = _xoauth2_challenge(reply)
+                code, reply = self.client.docmd("")
+        except (smtplib.SMTPException, OSError) as error:
+            self.report.add(Step("AUTH", FAIL, timer.ms, f"XOAUTH2: connection lost: {error}", "the server hung up during AUTH"))
+            return False
+        text = _reply_text(code, reply)
+        where = f"XOAUTH2 as {settings.username}"
+        if code != 235:
+            shown = f" (challenge: {json.dumps(challenge, ensure_ascii=False)})" if challenge else ""
+            self.report.add(Step("AUTH", FAIL, timer.ms, f"{where}: {text}{shown}",
+                                 _cause_for_xoauth2(settings, self.target.provider, challenge),
+                                 data={"method": XOAUTH2, "code": code, "challenge": challenge}))
+            return False
+        self.report.add(Step("AUTH", OK, timer.ms, f"{where}: {text}", data={"method": XOAUTH2, "code": code}))
         return True
 
     def send(self) -> None:
@@ -807,7 +894,8 @@ class Checker:
             flag = "--from" if error.field.startswith("from") else "--send-to"
             self.report.add(Step("send", FAIL, timer.ms, f"{flag}: {error}", f"give a valid address with {flag}"))
             return
-        pool = SmtpPool(replace(self.settings, pool=False, max_connections=1))
+        settings = replace(self.settings, pool=False, max_connections=1)
+        pool = SmtpPool(settings, self.credentials) if self.credentials is not None else SmtpPool(settings)
         try:
             result = pool.send(composed.envelope_from, composed.recipients, composed.payload, composed.smtputf8)
         except DeliveryError as error:
@@ -850,6 +938,45 @@ def _cause_for_send(error: Any, settings: SmtpSettings, provider: str | None, gr
     if code is not None and 500 <= code < 600:
         return "the server refused the message; its reply above says why"
     return "a temporary failure: the function would retry it"
+
+
+def _oauth2_note(prefix: str = "<resourcePrefix>", project: str = "<project>") -> str:
+    return (f"set {REFRESH_TOKEN_VAR} (and {CLIENT_SECRET_VAR} unless the client is public), e.g. the deployed ones: "
+            f"{REFRESH_TOKEN_VAR}=$(gcloud secrets versions access latest --secret {prefix}-oauth2-refresh-token "
+            f"--project {project})")
+
+
+def _cause_for_token(error: Any) -> str:
+    text = error.message
+    if "must be renewed" in text or "invalid_grant" in text:
+        return ("the refresh token is revoked or expired (a password change, a revoked grant, 6 months unused, or a "
+                "Google project in 'Testing' mode, whose tokens last 7 days): authorize the mailbox again")
+    if "invalid_client" in text or "unauthorized_client" in text:
+        return f"option 'oauth2ClientId' and {CLIENT_SECRET_VAR} do not belong together (or the client was deleted)"
+    if error.transient:
+        return "the token endpoint is unreachable or failing right now: check option 'oauth2TokenUrl' and try again"
+    return "the token endpoint refused the grant; its answer above says why"
+
+
+def _xoauth2_challenge(reply: bytes) -> dict[str, Any] | None:
+    try:
+        decoded = json.loads(base64.b64decode(reply.strip(), validate=True))
+    except ValueError:
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
+def _cause_for_xoauth2(settings: SmtpSettings, provider: str | None, challenge: dict[str, Any] | None) -> str:
+    host = settings.host.lower()
+    scope = (challenge or {}).get("scope")
+    if provider in ("gmail", "google-workspace") or host in GMAIL_HOSTS:
+        need = "https://mail.google.com/"
+    elif provider == "microsoft365" or host in MICROSOFT_HOSTS:
+        need = "https://outlook.office.com/SMTP.Send (and SMTP AUTH enabled for the mailbox)"
+    else:
+        need = f"the scope the server names ({scope})" if scope else "the provider's SMTP scope"
+    return (f"the server refused the access token: the URI's user ({settings.username}) must be the mailbox that "
+            f"authorized the refresh token, and the token needs {need}")
 
 
 def _peer(sockaddr: tuple[Any, ...]) -> str:
@@ -932,6 +1059,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
     try:
         password, password_source = read_password(args, stdin, environ)
         redact.add(password)
+        for name in (CLIENT_SECRET_VAR, REFRESH_TOKEN_VAR):
+            redact.add(environ.get(name))
         if args.timeout is not None and args.timeout <= 0:
             raise UsageError("--timeout must be a positive number of seconds")
         target = stack_target(args.stack, password, password_source) if args.stack else uri_target(args.uri, password, password_source)
@@ -949,7 +1078,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdo
         target.settings = replace(target.settings, connection_timeout=args.timeout, greeting_timeout=args.timeout,
                                   socket_timeout=args.timeout)
     report.header(shown_uri(target.settings), target.source)
-    Checker(target, report, send_to=args.send_to, mail_from=args.mail_from).run()
+    Checker(target, report, send_to=args.send_to, mail_from=args.mail_from, environ=environ).run()
     return report.finish(started)
 
 
