@@ -278,3 +278,31 @@ def test_the_documented_following_template_is_refused_for_its_path_attachment(li
     assert refused(line, inbox, "following-path", FOLLOWING_EMAIL) == (
         f"template: 'following' in collection {line.templates!r} rendered an invalid message.attachments[0].path: {INLINE_ONLY}"
     )
+
+
+# --- other documents the extension sends and this function refuses (the migration guide's list) ------------------
+
+APP_REFUSALS = {
+    "address-object": ({"to": {"name": "Ada", "address": "ada@example.com"}, "message": {"subject": "s", "text": "t"}},
+                       "to: expected a string or a list of strings, got map"),
+    "from-inside-message": ({"to": "a@example.com", "message": {"subject": "s", "text": "t", "from": "x@example.com"}},
+                            "message.from: from belongs at the top level of the document, not inside message"),
+    "unknown-message-field": ({"to": "a@example.com", "message": {"subject": "s", "text": "t", "messageId": "<a@b.example>"}},
+                              "message.messageId: unknown field; message accepts subject, text, html, amp, attachments"),
+    "owned-header": ({"to": "a@example.com", "headers": {"Message-ID": "<x@y.example>"}, "message": {"subject": "s", "text": "t"}},
+                     "headers.Message-ID: this header is set by the function; the function generates it"),
+    "header-not-text": ({"to": "a@example.com", "headers": {"X-Flag": True}, "message": {"subject": "s", "text": "t"}},
+                        "headers.X-Flag: header values must be strings or numbers, got boolean"),
+    "reply-to-list": ({"to": "a@example.com", "replyTo": ["a@example.com", "b@example.com"], "message": {"subject": "s", "text": "t"}},
+                      "replyTo: expected a single address string, got array"),
+    "missing-template": ({"to": "a@example.com", "template": {"name": "nowhere", "data": {}}},
+                         "template: 'nowhere' does not exist in collection {templates!r}"),
+    "uid-without-user": ({"toUids": ["nobody"], "message": {"subject": "s", "text": "t"}},
+                         "toUids: no recipient remains: none of the 1 user ids has a valid email in {users!r} (see delivery.unresolvedUids)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(APP_REFUSALS))
+def test_what_an_app_may_trip_on(line, inbox, case) -> None:
+    document, expected = APP_REFUSALS[case]
+    assert refused(line, inbox, case, document) == expected.format(templates=line.templates, users=line.users)
