@@ -24,6 +24,8 @@ mailer = EmailTrigger(
         smtp_password=config.smtp_password,
         source=source,
         smtp_uri_is_secret=config.smtp_uri_is_secret,
+        oauth2_client_secret=config.oauth2_client_secret,
+        oauth2_refresh_token=config.oauth2_refresh_token,
     ),
 )
 

@@ -7,6 +7,7 @@ the message without a stack trace. No message ever echoes the SMTP URI or the pa
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,9 +19,13 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from infra.locations import FIRESTORE_LOCATIONS, FIRESTORE_MULTI_REGIONS, FUNCTION_REGIONS
+from infra.providers import AUTH_METHODS, PROVIDERS, ProviderError, check_token_url, resolve
 
 NAMESPACE = "mailer"
 PASSWORD_KEY = f"{NAMESPACE}:smtpPassword"
+# OAuth2 (XOAUTH2) secrets, required with mailer:smtpAuthMethod XOAUTH2 and refused without it.
+OAUTH2_CLIENT_SECRET_KEY = f"{NAMESPACE}:oauth2ClientSecret"
+OAUTH2_REFRESH_TOKEN_KEY = f"{NAMESPACE}:oauth2RefreshToken"
 TTL_EXPIRE_TYPES = ("never", "hour", "day", "week", "month", "year")
 
 # Cloud Run limits for a 2nd-gen function (Cloud Run "CPU limits" / "Memory limits" pages).
@@ -68,6 +73,12 @@ _DATABASE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{2,61}[a-z0-9]$")
 _RUNTIME_PATTERN = re.compile(r"^python3(\d+)$")
 _PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,20}[a-z0-9]$")
 _RESERVED_ID = re.compile(r"^__.*__$")
+# Lifecycle events (issue 12): the extension's event types (firebase.extensions.firestore-send-email.v1.<name>).
+EVENT_TYPE_PREFIX = "firebase.extensions.firestore-send-email.v1."
+EVENT_NAMES = ("onStart", "onProcessing", "onPending", "onRetry", "onSuccess", "onError", "onComplete")
+EVENTS_EXAMPLE = '["onStart", "onSuccess", "onError", "onComplete"]'
+_TOPIC_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.~+%-]{2,254}$")
+_CHANNEL_NAME = re.compile(r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/locations/[a-z0-9-]+/channels/[a-z][a-z0-9-]{0,62}$")
 _CRON_ITEM = re.compile(r"^(?:\*|(?P<low>\w+)(?:-(?P<high>\w+))?)(?:/(?P<step>\d+))?$")
 
 
@@ -159,7 +170,9 @@ class MailerSettings(BaseModel):
     users_collection: Optional[str] = Field(None, alias=_key("usersCollection"))
     templates_collection: Optional[str] = Field(None, alias=_key("templatesCollection"))
     template_cache_seconds: int = Field(60, alias=_key("templateCacheSeconds"))
-    smtp_connection_uri: str = Field(alias=_key("smtpConnectionUri"), repr=False)
+    # Unset only with a preset (mailer:smtpProvider); after validation it holds the effective URI the
+    # function gets (built from the preset, plus authMethod/oauth2* options), see _smtp_provider below.
+    smtp_connection_uri: Optional[str] = Field(None, alias=_key("smtpConnectionUri"), repr=False)
     allow_password_in_uri: bool = Field(False, alias=_key("allowPasswordInUri"))
     default_from: str = Field(alias=_key("defaultFrom"))
     default_reply_to: Optional[str] = Field(None, alias=_key("defaultReplyTo"))
@@ -181,6 +194,20 @@ class MailerSettings(BaseModel):
     sweep_schedule: str = Field("* * * * *", alias=_key("sweepSchedule"))
     sweep_timeout_seconds: int = Field(300, alias=_key("sweepTimeoutSeconds"))
     sweep_workers: int = Field(4, alias=_key("sweepWorkers"))
+    # Lifecycle events (issue 12): the extension's event short names, published to a topic this program
+    # creates (eventsTopic: its id) or to an existing Eventarc channel (eventsChannel: its full name).
+    events: list[str] = Field([], alias=_key("events"))
+    events_topic: Optional[str] = Field(None, alias=_key("eventsTopic"))
+    events_channel: Optional[str] = Field(None, alias=_key("eventsChannel"))
+    # Provider presets and authentication (issue 11, infra/providers.py). After validation smtp_user,
+    # smtp_auth_method and oauth2_* hold the effective values (from the key, the URI or the preset).
+    smtp_provider: str = Field("custom", alias=_key("smtpProvider"))
+    smtp_provider_region: Optional[str] = Field(None, alias=_key("smtpProviderRegion"))
+    smtp_user: Optional[str] = Field(None, alias=_key("smtpUser"))
+    smtp_auth_method: Optional[str] = Field(None, alias=_key("smtpAuthMethod"))
+    oauth2_token_url: Optional[str] = Field(None, alias=_key("oauth2TokenUrl"))
+    oauth2_client_id: Optional[str] = Field(None, alias=_key("oauth2ClientId"))
+    smtp_secrets_at_runtime: bool = Field(False, alias=_key("smtpSecretsAtRuntime"))
 
     @field_validator("project")
     @classmethod
@@ -226,7 +253,9 @@ class MailerSettings(BaseModel):
 
     @field_validator("smtp_connection_uri")
     @classmethod
-    def _smtp_uri(cls, value: str) -> str:
+    def _smtp_uri(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
         parts = urlsplit(value)
         scheme = parts.scheme.lower()
         if scheme not in ("smtp", "smtps"):
@@ -396,6 +425,101 @@ class MailerSettings(BaseModel):
             raise ValueError(f"must be between 1 and {MAX_SWEEP_WORKERS} (emails one sweep sends at once)")
         return value
 
+    # --- provider presets and authentication (issue 11) ---
+    @field_validator("smtp_provider")
+    @classmethod
+    def _provider_name(cls, value: str) -> str:
+        if value not in PROVIDERS:
+            raise ValueError(f"is {value!r}; use one of {', '.join(PROVIDERS)}")
+        return value
+
+    @field_validator("smtp_auth_method")
+    @classmethod
+    def _auth_method(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and value.upper() not in AUTH_METHODS:
+            raise ValueError(f"is {value!r}; use PLAIN, LOGIN or XOAUTH2 (or leave it unset for the provider's default)")
+        return None if value is None else value.upper()
+
+    @field_validator("oauth2_token_url")
+    @classmethod
+    def _token_url(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else check_token_url(value)
+
+    @model_validator(mode="after")
+    def _smtp_provider(self) -> "MailerSettings":
+        """Apply the preset: fill the effective URI, user and auth method, refuse what contradicts it."""
+        try:
+            resolved = resolve(
+                self.smtp_provider,
+                region=self.smtp_provider_region,
+                uri=self.smtp_connection_uri,
+                user=self.smtp_user,
+                auth_method=self.smtp_auth_method,
+                token_url=self.oauth2_token_url,
+                client_id=self.oauth2_client_id,
+            )
+        except ProviderError as error:
+            raise ValueError(str(error)) from None
+        # The model is frozen for everyone else; this validator is where the effective values are set.
+        for name, value in (("smtp_connection_uri", resolved.uri), ("smtp_user", resolved.user),
+                            ("smtp_auth_method", resolved.auth_method), ("oauth2_token_url", resolved.oauth2_token_url),
+                            ("oauth2_client_id", resolved.oauth2_client_id)):
+            object.__setattr__(self, name, value)
+        return self
+
+    # --- lifecycle events (issue 12) ---
+    @field_validator("events", mode="before")
+    @classmethod
+    def _event_names(cls, value: Any) -> list[str]:
+        """A list (`pulumi config set --path 'mailer:events[0]' onStart`, read back as JSON) or a comma list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    raise ValueError(f"is not a valid list; use e.g. {EVENTS_EXAMPLE}") from None
+            else:
+                value = text.split(",")
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+            raise ValueError(f"must be a list of event names, e.g. {EVENTS_EXAMPLE}")
+        names = list(dict.fromkeys(item.strip().removeprefix(EVENT_TYPE_PREFIX) for item in value if item.strip()))
+        unknown = [name for name in names if name not in EVENT_NAMES]
+        if unknown:
+            raise ValueError(f"has {', '.join(map(repr, unknown))}, not an event of the extension; use any of {', '.join(EVENT_NAMES)}")
+        return names
+
+    @field_validator("events_topic")
+    @classmethod
+    def _events_topic(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (not _TOPIC_ID.match(value) or value.lower().startswith("goog")):
+            raise ValueError(
+                f"is {value!r}; give the id of the topic to create (3-255 letters, digits, - _ . ~ + %, starting with a "
+                "letter, not goog...), e.g. mail-events"
+            )
+        return value
+
+    @field_validator("events_channel")
+    @classmethod
+    def _events_channel(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not _CHANNEL_NAME.match(value):
+            raise ValueError(f"is {value!r}; give the channel's full name, projects/<project>/locations/<region>/channels/<id>")
+        return value
+
+    @model_validator(mode="after")
+    def _events_destination(self) -> "MailerSettings":
+        topic, channel, events = _key("eventsTopic"), _key("eventsChannel"), _key("events")
+        if self.events and self.events_topic and self.events_channel:
+            raise ValueError(f"{topic} and {channel} are both set; events go to one: remove one of them")
+        if self.events and not (self.events_topic or self.events_channel):
+            raise ValueError(f"{events} is set but not where to publish; set {topic} (a topic to create, e.g. mail-events) or {channel}")
+        if not self.events and (self.events_topic or self.events_channel):
+            raise ValueError(f"{topic if self.events_topic else channel} is set but {events} is empty; set {events} to the events to publish, e.g. {EVENTS_EXAMPLE}")
+        if self.events_channel and self.events_channel.split("/")[1] != self.project:
+            raise ValueError(f"{channel} is in project {self.events_channel.split('/')[1]!r}, not gcp:project {self.project!r}; the runtime account is granted eventarc.publisher in its own project only")
+        return self
+    # --- end lifecycle events ---
+
     @model_validator(mode="after")
     def _consistent(self) -> "MailerSettings":
         if self.retry_backoff_max_seconds < self.retry_backoff_seconds:
@@ -436,7 +560,12 @@ class MailerSettings(BaseModel):
 
     @property
     def has_password_in_uri(self) -> bool:
-        return urlsplit(self.smtp_connection_uri).password is not None
+        return self.smtp_connection_uri is not None and urlsplit(self.smtp_connection_uri).password is not None
+
+    @property
+    def uses_xoauth2(self) -> bool:
+        """True when the function authenticates with OAuth2 (no SMTP password; client secret and refresh token)."""
+        return self.smtp_auth_method == "XOAUTH2"
 
     @property
     def ttl_enabled(self) -> bool:
@@ -455,11 +584,14 @@ class MailerSettings(BaseModel):
 
 @dataclass(frozen=True)
 class StackConfig:
-    """What the program needs from a stack: the checked settings and the password as a secret Output."""
+    """What the program needs from a stack: the checked settings and the secrets as secret Outputs
+    (the SMTP password, or with XOAUTH2 the OAuth2 client secret and refresh token instead)."""
 
     settings: MailerSettings
-    smtp_password: pulumi.Output[str]
+    smtp_password: Optional[pulumi.Output[str]]
     smtp_uri_is_secret: bool
+    oauth2_client_secret: Optional[pulumi.Output[str]] = None
+    oauth2_refresh_token: Optional[pulumi.Output[str]] = None
 
 
 def _describe(error: Any) -> str:
@@ -494,28 +626,60 @@ def settings_problems(values: Mapping[str, Optional[str]]) -> tuple[Optional[Mai
         return None, [_describe(item) for item in error.errors()]
 
 
-def _password_problem(mailer_config: pulumi.Config) -> Optional[str]:
+def _secret_problem(mailer_config: pulumi.Config, full_key: str, what: str) -> Optional[str]:
     # Only presence is checked here; the value itself is read below with require_secret.
-    if not mailer_config.get("smtpPassword"):
-        return f"{PASSWORD_KEY} is not set; run `pulumi config set --secret {PASSWORD_KEY}` and type the SMTP password when asked"
-    if not pulumi.runtime.is_config_secret(PASSWORD_KEY):
+    if not mailer_config.get(full_key.split(":", 1)[1]):
+        return f"{full_key} is not set; run `pulumi config set --secret {full_key}` and type {what} when asked"
+    if not pulumi.runtime.is_config_secret(full_key):
         return (
-            f"{PASSWORD_KEY} is stored in plain text in the stack file; run `pulumi config rm {PASSWORD_KEY}` "
-            f"and then `pulumi config set --secret {PASSWORD_KEY}`"
+            f"{full_key} is stored in plain text in the stack file; run `pulumi config rm {full_key}` "
+            f"and then `pulumi config set --secret {full_key}`"
         )
     return None
+
+
+def _password_problem(mailer_config: pulumi.Config) -> Optional[str]:
+    return _secret_problem(mailer_config, PASSWORD_KEY, "the SMTP password")
+
+
+def _uses_xoauth2(settings: Optional[MailerSettings], mailer_config: pulumi.Config) -> bool:
+    """Whether the stack authenticates with XOAUTH2; from the raw keys when the settings are invalid."""
+    if settings is not None:
+        return settings.uses_xoauth2
+    method = (mailer_config.get("smtpAuthMethod") or "").strip().upper()
+    return method == "XOAUTH2" or (not method and (mailer_config.get("smtpProvider") or "").strip() == "microsoft365")
+
+
+def _credential_problems(mailer_config: pulumi.Config, xoauth2: bool) -> list[str]:
+    """The secrets the authentication method needs are set (as secrets); the ones it does not use are not."""
+    needed = (
+        [(OAUTH2_CLIENT_SECRET_KEY, "the OAuth2 client secret"), (OAUTH2_REFRESH_TOKEN_KEY, "the OAuth2 refresh token")]
+        if xoauth2 else [(PASSWORD_KEY, "the SMTP password")]
+    )
+    unused = [PASSWORD_KEY] if xoauth2 else [OAUTH2_CLIENT_SECRET_KEY, OAUTH2_REFRESH_TOKEN_KEY]
+    problems = [problem for full_key, what in needed if (problem := _secret_problem(mailer_config, full_key, what))]
+    for full_key in unused:
+        if mailer_config.get(full_key.split(":", 1)[1]):
+            problems.append(
+                f"{full_key} is set but the stack authenticates with XOAUTH2, which uses no SMTP password; run `pulumi config rm {full_key}`"
+                if xoauth2 else
+                f"{full_key} is set but the stack does not use XOAUTH2; run `pulumi config rm {full_key}`, "
+                f"or `pulumi config set {_key('smtpAuthMethod')} XOAUTH2`"
+            )
+    return problems
 
 
 def load_config(mailer_config: pulumi.Config, gcp_config: pulumi.Config) -> StackConfig:
     """Read and validate the whole stack configuration; raise ConfigError naming every bad key."""
     settings, problems = settings_problems(_read_settings({NAMESPACE: mailer_config, "gcp": gcp_config}))
-    password_problem = _password_problem(mailer_config)
-    if password_problem:
-        problems.append(password_problem)
+    xoauth2 = _uses_xoauth2(settings, mailer_config)
+    problems.extend(_credential_problems(mailer_config, xoauth2))
     if problems or settings is None:
         raise ConfigError("; ".join(problems))
     return StackConfig(
         settings=settings,
-        smtp_password=mailer_config.require_secret("smtpPassword"),
+        smtp_password=None if xoauth2 else mailer_config.require_secret("smtpPassword"),
         smtp_uri_is_secret=settings.has_password_in_uri or pulumi.runtime.is_config_secret(_key("smtpConnectionUri")),
+        oauth2_client_secret=mailer_config.require_secret("oauth2ClientSecret") if xoauth2 else None,
+        oauth2_refresh_token=mailer_config.require_secret("oauth2RefreshToken") if xoauth2 else None,
     )

@@ -38,6 +38,10 @@ PACK_ENFORCEMENT = MANDATORY
 PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
 INVOKER_ROLES = frozenset({"roles/run.invoker", "roles/cloudfunctions.invoker"})
 SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
+# Issue 11: the runtime account may add versions to the OAuth2 refresh token's secret (rotation). Both
+# roles are granted on one secret, never wider.
+SECRET_VERSION_ADDER = "roles/secretmanager.secretVersionAdder"
+SECRET_ROLES = frozenset({SECRET_ACCESSOR, SECRET_VERSION_ADDER})
 INTERNAL_ONLY = "ALLOW_INTERNAL_ONLY"
 # The prod stack's sending rate and SMTP connections are capped by maxInstances; above this a typo
 # (1000 for 10) would open a connection storm to the SMTP server. Raise it here, reviewed, if needed.
@@ -68,6 +72,11 @@ _BUCKET_ACL_TYPES = frozenset({
 })
 _SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|API_?KEY|PRIVATE_?KEY|CREDENTIAL", re.IGNORECASE)
 _SECRET_QUERY_KEY = re.compile(r"pass(word)?|token|secret|api_?key", re.IGNORECASE)
+# NAME_SECRET, where NAME is named like a credential (SMTP_PASSWORD_SECRET, SMTP_OAUTH2_REFRESH_TOKEN_SECRET),
+# holds the resource name of the Secret Manager secret the function reads NAME from at run time: a
+# reference, not a credential, when its value is exactly such a name.
+_SECRET_REFERENCE_NAME = re.compile(r"^(?P<base>.+)_SECRET$")
+_SECRET_RESOURCE = re.compile(r"^projects/[^/\s]+/secrets/[A-Za-z0-9_-]+$")
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -211,7 +220,7 @@ def _secret_accessor_on_secret_only(args: ResourceValidationArgs, report: Report
     if _SECRET_GRANT.match(args.resource_type):
         return
     for role, member in iam_grants(args.resource_type, args.props):
-        if role == SECRET_ACCESSOR:
+        if role in SECRET_ROLES:
             scope = "project-wide" if is_project_wide(args.resource_type) else f"on a {args.resource_type}"
             report(f"grants {role} to {member} {scope}: grant it on the one secret (secretmanager.SecretIamMember)")
 
@@ -238,10 +247,21 @@ def _function_ingress_internal_only(args: ResourceValidationArgs, report: Report
         report(f"ingress is {shown}: set {INTERNAL_ONLY}, which still admits Eventarc and Pub/Sub")
 
 
+def is_secret_reference_name(name: str) -> bool:
+    """SMTP_PASSWORD_SECRET and the like: NAME_SECRET where NAME itself is named like a credential."""
+    match = _SECRET_REFERENCE_NAME.match(name)
+    return bool(match and _SECRET_NAME.search(match.group("base")))
+
+
 def _no_plain_credentials_in_env(args: ResourceValidationArgs, report: ReportViolation) -> None:
     for where, env in function_environments(args.resource_type, args.props):
         for name, value in _env_items(env):
-            if _SECRET_NAME.search(name):
+            if is_secret_reference_name(name):
+                # A value still unknown (preview) passes, as elsewhere; a known one must be a secret's name.
+                if isinstance(value, str) and not _SECRET_RESOURCE.match(value):
+                    report(f"{where}.{name} must hold a Secret Manager secret name (projects/<project>/secrets/<id>), "
+                           "not a value: the function reads the secret itself")
+            elif _SECRET_NAME.search(name):
                 report(f"{where}.{name} is a plain-text variable named like a credential: "
                        "pass it through secret_environment_variables (Secret Manager)")
             elif isinstance(value, str) and (why := secret_in_value(value)):
@@ -312,7 +332,7 @@ NO_ADMIN_GRANTS = ResourceValidationPolicy(
 )
 SECRET_ACCESSOR_ON_SECRET = ResourceValidationPolicy(
     name="secret-accessor-on-a-secret-only",
-    description="roles/secretmanager.secretAccessor is granted on one secret, never project-wide.",
+    description="roles/secretmanager.secretAccessor and secretVersionAdder are granted on one secret, never project-wide.",
     enforcement_level=MANDATORY,
     validate=_secret_accessor_on_secret_only,
 )

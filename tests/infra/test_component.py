@@ -46,7 +46,7 @@ def environment(run: StackRun) -> dict[str, Any]:
 def test_unset_optional_settings_are_left_out_of_the_environment(pulumi_mocks: PulumiHarness) -> None:
     env = environment(build(pulumi_mocks))
     assert set(env) == {
-        "SMTP_CONNECTION_URI", "DEFAULT_FROM", "MAIL_COLLECTION", "TTL_EXPIRE_TYPE", "TTL_EXPIRE_VALUE",
+        "SMTP_CONNECTION_URI", "SMTP_PROVIDER", "DEFAULT_FROM", "MAIL_COLLECTION", "TTL_EXPIRE_TYPE", "TTL_EXPIRE_VALUE",
         "DATABASE", "GOOGLE_CLOUD_PROJECT", "MAX_MESSAGE_BYTES", "LEASE_SECONDS",
         "MAX_ATTEMPTS", "RETRY_BACKOFF_SECONDS", "RETRY_BACKOFF_MAX_SECONDS", "DELIVERY_GUARANTEE",
         "SWEEP_WORKERS", "SWEEP_BUDGET_SECONDS",

@@ -132,6 +132,22 @@ def test_secret_accessor_project_wide_fails(declare_grant: Any) -> None:
     assert found == [f"grants {rules.SECRET_ACCESSOR} to {RUNTIME} project-wide: grant it on the one secret (secretmanager.SecretIamMember)"]
 
 
+# Issue 11: secretVersionAdder (the OAuth2 refresh token's rotation) is held to the same scope.
+def test_secret_version_adder_on_the_secret_passes() -> None:
+    registrations = declare(lambda: gcp.secretmanager.SecretIamMember(
+        "ok", project="p", secret_id="mailer-oauth2-refresh-token", role=rules.SECRET_VERSION_ADDER, member=RUNTIME))
+    assert violations(rules.SECRET_ACCESSOR_ON_SECRET, registrations) == []
+
+
+@pytest.mark.parametrize("declare_grant", [
+    lambda: gcp.projects.IAMMember("g", project="p", role=rules.SECRET_VERSION_ADDER, member=RUNTIME),
+    lambda: gcp.projects.IAMBinding("g", project="p", role=rules.SECRET_VERSION_ADDER, members=[RUNTIME]),
+], ids=["project-member", "project-binding"])
+def test_secret_version_adder_project_wide_fails(declare_grant: Any) -> None:
+    found = violations(rules.SECRET_ACCESSOR_ON_SECRET, declare(declare_grant))
+    assert found == [f"grants {rules.SECRET_VERSION_ADDER} to {RUNTIME} project-wide: grant it on the one secret (secretmanager.SecretIamMember)"]
+
+
 def test_invoker_on_one_service_for_an_account_passes() -> None:
     registrations = declare(lambda: gcp.cloudrunv2.ServiceIamMember(
         "ok", project="p", location="us-central1", name="projects/p/locations/us-central1/services/fn",
@@ -185,6 +201,53 @@ def test_password_through_secret_environment_passes() -> None:
 def test_credentials_in_plain_environment_fail(env: dict[str, Any], expected: str) -> None:
     found = violations(rules.NO_PLAIN_CREDENTIALS, declare(lambda: function(env=env)))
     assert len(found) == 1 and expected in found[0] and "secret_environment_variables" in found[0]
+
+
+# Issue 11: NAME_SECRET variables name the Secret Manager secret the function reads NAME from at run time.
+def test_secret_references_in_plain_environment_pass() -> None:
+    env = {
+        "SMTP_CONNECTION_URI": "smtp://a%40acme.example@smtp.office365.com:587?authMethod=XOAUTH2&oauth2TokenUrl="
+                               "https%3A%2F%2Flogin.microsoftonline.com%2Facme%2Foauth2%2Fv2.0%2Ftoken&oauth2ClientId=c1",
+        "SMTP_PASSWORD_SECRET": "projects/p-test/secrets/mailer-smtp-password",
+        "SMTP_OAUTH2_CLIENT_SECRET_SECRET": "projects/p-test/secrets/mailer-oauth2-client-secret",
+        "SMTP_OAUTH2_REFRESH_TOKEN_SECRET": "projects/p-test/secrets/mailer-oauth2-refresh-token",
+    }
+    assert violations(rules.NO_PLAIN_CREDENTIALS, declare(lambda: function(env=env))) == []
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"SMTP_PASSWORD_SECRET": "hunter2"}, "SMTP_PASSWORD_SECRET must hold a Secret Manager secret name"),
+    ({"SMTP_OAUTH2_REFRESH_TOKEN_SECRET": "projects/p/secrets/t/versions/3"}, "SMTP_OAUTH2_REFRESH_TOKEN_SECRET must hold"),
+    # The pinned variable (a value, for local runs) stays a credential by its name.
+    ({"SMTP_OAUTH2_CLIENT_SECRET": "projects/p/secrets/s"}, "SMTP_OAUTH2_CLIENT_SECRET is a plain-text variable named like a credential"),
+    ({"SMTP_OAUTH2_REFRESH_TOKEN": "1//0g-refresh"}, "SMTP_OAUTH2_REFRESH_TOKEN is a plain-text variable named like a credential"),
+], ids=["reference-holding-a-value", "reference-to-a-version", "pinned-client-secret", "pinned-refresh-token"])
+def test_secret_values_behind_reference_names_fail(env: dict[str, Any], expected: str) -> None:
+    found = violations(rules.NO_PLAIN_CREDENTIALS, declare(lambda: function(env=env)))
+    assert len(found) == 1 and expected in found[0], found
+
+
+def test_the_program_with_xoauth2_and_runtime_secrets_passes_every_rule() -> None:
+    """EmailTrigger itself (Microsoft 365 over XOAUTH2; a SendGrid stack reading its password at run time)
+    judged by the whole pack: the new variables and grants pass every rule."""
+    from infra.config import MailerSettings
+    from infra.mailer import EmailTrigger, EmailTriggerArgs
+    from infra.source import collect_source
+
+    base = {"gcp:project": "acme-mailer-unit", "mailer:region": "europe-west3", "mailer:firestoreLocation": "europe-west3",
+            "mailer:defaultFrom": "noreply@acme.example"}
+    stacks = [
+        ({"mailer:smtpProvider": "microsoft365", "mailer:smtpUser": "noreply@acme.example", "mailer:oauth2ClientId": "c1",
+          "mailer:oauth2TokenUrl": "https://login.microsoftonline.com/acme.example/oauth2/v2.0/token"},
+         {"smtp_password": None, "oauth2_client_secret": "cs-1", "oauth2_refresh_token": "rt-1"}),
+        ({"mailer:smtpProvider": "sendgrid", "mailer:smtpSecretsAtRuntime": "true"}, {"smtp_password": "SG.key"}),
+    ]
+    source = collect_source(REPO_ROOT / "functions")
+    for overrides, secrets in stacks:
+        settings = MailerSettings.model_validate({**base, **overrides})
+        registrations = declare(lambda: EmailTrigger("unit", EmailTriggerArgs(settings=settings, source=source, **secrets)))
+        results = engine.check(registrations, rules.POLICIES)
+        assert [(r.policy.name, v.message) for r in results for v in r.violations] == [], overrides
 
 
 @pytest.mark.parametrize("uri", ["smtp://mailer@smtp.example.com:587", "smtps://mailer@smtp.example.com:465", "smtp://mailer@smtp.example.com"])
