@@ -19,9 +19,13 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from infra.locations import FIRESTORE_LOCATIONS, FIRESTORE_MULTI_REGIONS, FUNCTION_REGIONS
+from infra.providers import AUTH_METHODS, PROVIDERS, ProviderError, check_token_url, resolve
 
 NAMESPACE = "mailer"
 PASSWORD_KEY = f"{NAMESPACE}:smtpPassword"
+# OAuth2 (XOAUTH2) secrets, required with mailer:smtpAuthMethod XOAUTH2 and refused without it.
+OAUTH2_CLIENT_SECRET_KEY = f"{NAMESPACE}:oauth2ClientSecret"
+OAUTH2_REFRESH_TOKEN_KEY = f"{NAMESPACE}:oauth2RefreshToken"
 TTL_EXPIRE_TYPES = ("never", "hour", "day", "week", "month", "year")
 
 # Cloud Run limits for a 2nd-gen function (Cloud Run "CPU limits" / "Memory limits" pages).
@@ -166,7 +170,9 @@ class MailerSettings(BaseModel):
     users_collection: Optional[str] = Field(None, alias=_key("usersCollection"))
     templates_collection: Optional[str] = Field(None, alias=_key("templatesCollection"))
     template_cache_seconds: int = Field(60, alias=_key("templateCacheSeconds"))
-    smtp_connection_uri: str = Field(alias=_key("smtpConnectionUri"), repr=False)
+    # Unset only with a preset (mailer:smtpProvider); after validation it holds the effective URI the
+    # function gets (built from the preset, plus authMethod/oauth2* options), see _smtp_provider below.
+    smtp_connection_uri: Optional[str] = Field(None, alias=_key("smtpConnectionUri"), repr=False)
     allow_password_in_uri: bool = Field(False, alias=_key("allowPasswordInUri"))
     default_from: str = Field(alias=_key("defaultFrom"))
     default_reply_to: Optional[str] = Field(None, alias=_key("defaultReplyTo"))
@@ -193,6 +199,15 @@ class MailerSettings(BaseModel):
     events: list[str] = Field([], alias=_key("events"))
     events_topic: Optional[str] = Field(None, alias=_key("eventsTopic"))
     events_channel: Optional[str] = Field(None, alias=_key("eventsChannel"))
+    # Provider presets and authentication (issue 11, infra/providers.py). After validation smtp_user,
+    # smtp_auth_method and oauth2_* hold the effective values (from the key, the URI or the preset).
+    smtp_provider: str = Field("custom", alias=_key("smtpProvider"))
+    smtp_provider_region: Optional[str] = Field(None, alias=_key("smtpProviderRegion"))
+    smtp_user: Optional[str] = Field(None, alias=_key("smtpUser"))
+    smtp_auth_method: Optional[str] = Field(None, alias=_key("smtpAuthMethod"))
+    oauth2_token_url: Optional[str] = Field(None, alias=_key("oauth2TokenUrl"))
+    oauth2_client_id: Optional[str] = Field(None, alias=_key("oauth2ClientId"))
+    smtp_secrets_at_runtime: bool = Field(False, alias=_key("smtpSecretsAtRuntime"))
 
     @field_validator("project")
     @classmethod
@@ -238,7 +253,9 @@ class MailerSettings(BaseModel):
 
     @field_validator("smtp_connection_uri")
     @classmethod
-    def _smtp_uri(cls, value: str) -> str:
+    def _smtp_uri(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
         parts = urlsplit(value)
         scheme = parts.scheme.lower()
         if scheme not in ("smtp", "smtps"):
@@ -408,6 +425,48 @@ class MailerSettings(BaseModel):
             raise ValueError(f"must be between 1 and {MAX_SWEEP_WORKERS} (emails one sweep sends at once)")
         return value
 
+    # --- provider presets and authentication (issue 11) ---
+    @field_validator("smtp_provider")
+    @classmethod
+    def _provider_name(cls, value: str) -> str:
+        if value not in PROVIDERS:
+            raise ValueError(f"is {value!r}; use one of {', '.join(PROVIDERS)}")
+        return value
+
+    @field_validator("smtp_auth_method")
+    @classmethod
+    def _auth_method(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and value.upper() not in AUTH_METHODS:
+            raise ValueError(f"is {value!r}; use PLAIN, LOGIN or XOAUTH2 (or leave it unset for the provider's default)")
+        return None if value is None else value.upper()
+
+    @field_validator("oauth2_token_url")
+    @classmethod
+    def _token_url(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else check_token_url(value)
+
+    @model_validator(mode="after")
+    def _smtp_provider(self) -> "MailerSettings":
+        """Apply the preset: fill the effective URI, user and auth method, refuse what contradicts it."""
+        try:
+            resolved = resolve(
+                self.smtp_provider,
+                region=self.smtp_provider_region,
+                uri=self.smtp_connection_uri,
+                user=self.smtp_user,
+                auth_method=self.smtp_auth_method,
+                token_url=self.oauth2_token_url,
+                client_id=self.oauth2_client_id,
+            )
+        except ProviderError as error:
+            raise ValueError(str(error)) from None
+        # The model is frozen for everyone else; this validator is where the effective values are set.
+        for name, value in (("smtp_connection_uri", resolved.uri), ("smtp_user", resolved.user),
+                            ("smtp_auth_method", resolved.auth_method), ("oauth2_token_url", resolved.oauth2_token_url),
+                            ("oauth2_client_id", resolved.oauth2_client_id)):
+            object.__setattr__(self, name, value)
+        return self
+
     # --- lifecycle events (issue 12) ---
     @field_validator("events", mode="before")
     @classmethod
@@ -501,7 +560,12 @@ class MailerSettings(BaseModel):
 
     @property
     def has_password_in_uri(self) -> bool:
-        return urlsplit(self.smtp_connection_uri).password is not None
+        return self.smtp_connection_uri is not None and urlsplit(self.smtp_connection_uri).password is not None
+
+    @property
+    def uses_xoauth2(self) -> bool:
+        """True when the function authenticates with OAuth2 (no SMTP password; client secret and refresh token)."""
+        return self.smtp_auth_method == "XOAUTH2"
 
     @property
     def ttl_enabled(self) -> bool:
@@ -520,11 +584,14 @@ class MailerSettings(BaseModel):
 
 @dataclass(frozen=True)
 class StackConfig:
-    """What the program needs from a stack: the checked settings and the password as a secret Output."""
+    """What the program needs from a stack: the checked settings and the secrets as secret Outputs
+    (the SMTP password, or with XOAUTH2 the OAuth2 client secret and refresh token instead)."""
 
     settings: MailerSettings
-    smtp_password: pulumi.Output[str]
+    smtp_password: Optional[pulumi.Output[str]]
     smtp_uri_is_secret: bool
+    oauth2_client_secret: Optional[pulumi.Output[str]] = None
+    oauth2_refresh_token: Optional[pulumi.Output[str]] = None
 
 
 def _describe(error: Any) -> str:
@@ -559,28 +626,60 @@ def settings_problems(values: Mapping[str, Optional[str]]) -> tuple[Optional[Mai
         return None, [_describe(item) for item in error.errors()]
 
 
-def _password_problem(mailer_config: pulumi.Config) -> Optional[str]:
+def _secret_problem(mailer_config: pulumi.Config, full_key: str, what: str) -> Optional[str]:
     # Only presence is checked here; the value itself is read below with require_secret.
-    if not mailer_config.get("smtpPassword"):
-        return f"{PASSWORD_KEY} is not set; run `pulumi config set --secret {PASSWORD_KEY}` and type the SMTP password when asked"
-    if not pulumi.runtime.is_config_secret(PASSWORD_KEY):
+    if not mailer_config.get(full_key.split(":", 1)[1]):
+        return f"{full_key} is not set; run `pulumi config set --secret {full_key}` and type {what} when asked"
+    if not pulumi.runtime.is_config_secret(full_key):
         return (
-            f"{PASSWORD_KEY} is stored in plain text in the stack file; run `pulumi config rm {PASSWORD_KEY}` "
-            f"and then `pulumi config set --secret {PASSWORD_KEY}`"
+            f"{full_key} is stored in plain text in the stack file; run `pulumi config rm {full_key}` "
+            f"and then `pulumi config set --secret {full_key}`"
         )
     return None
+
+
+def _password_problem(mailer_config: pulumi.Config) -> Optional[str]:
+    return _secret_problem(mailer_config, PASSWORD_KEY, "the SMTP password")
+
+
+def _uses_xoauth2(settings: Optional[MailerSettings], mailer_config: pulumi.Config) -> bool:
+    """Whether the stack authenticates with XOAUTH2; from the raw keys when the settings are invalid."""
+    if settings is not None:
+        return settings.uses_xoauth2
+    method = (mailer_config.get("smtpAuthMethod") or "").strip().upper()
+    return method == "XOAUTH2" or (not method and (mailer_config.get("smtpProvider") or "").strip() == "microsoft365")
+
+
+def _credential_problems(mailer_config: pulumi.Config, xoauth2: bool) -> list[str]:
+    """The secrets the authentication method needs are set (as secrets); the ones it does not use are not."""
+    needed = (
+        [(OAUTH2_CLIENT_SECRET_KEY, "the OAuth2 client secret"), (OAUTH2_REFRESH_TOKEN_KEY, "the OAuth2 refresh token")]
+        if xoauth2 else [(PASSWORD_KEY, "the SMTP password")]
+    )
+    unused = [PASSWORD_KEY] if xoauth2 else [OAUTH2_CLIENT_SECRET_KEY, OAUTH2_REFRESH_TOKEN_KEY]
+    problems = [problem for full_key, what in needed if (problem := _secret_problem(mailer_config, full_key, what))]
+    for full_key in unused:
+        if mailer_config.get(full_key.split(":", 1)[1]):
+            problems.append(
+                f"{full_key} is set but the stack authenticates with XOAUTH2, which uses no SMTP password; run `pulumi config rm {full_key}`"
+                if xoauth2 else
+                f"{full_key} is set but the stack does not use XOAUTH2; run `pulumi config rm {full_key}`, "
+                f"or `pulumi config set {_key('smtpAuthMethod')} XOAUTH2`"
+            )
+    return problems
 
 
 def load_config(mailer_config: pulumi.Config, gcp_config: pulumi.Config) -> StackConfig:
     """Read and validate the whole stack configuration; raise ConfigError naming every bad key."""
     settings, problems = settings_problems(_read_settings({NAMESPACE: mailer_config, "gcp": gcp_config}))
-    password_problem = _password_problem(mailer_config)
-    if password_problem:
-        problems.append(password_problem)
+    xoauth2 = _uses_xoauth2(settings, mailer_config)
+    problems.extend(_credential_problems(mailer_config, xoauth2))
     if problems or settings is None:
         raise ConfigError("; ".join(problems))
     return StackConfig(
         settings=settings,
-        smtp_password=mailer_config.require_secret("smtpPassword"),
+        smtp_password=None if xoauth2 else mailer_config.require_secret("smtpPassword"),
         smtp_uri_is_secret=settings.has_password_in_uri or pulumi.runtime.is_config_secret(_key("smtpConnectionUri")),
+        oauth2_client_secret=mailer_config.require_secret("oauth2ClientSecret") if xoauth2 else None,
+        oauth2_refresh_token=mailer_config.require_secret("oauth2RefreshToken") if xoauth2 else None,
     )

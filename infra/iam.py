@@ -3,7 +3,9 @@
 Project-wide grants are limited to the three roles that have no narrower scope: datastore.user
 (Firestore access is granted per project), eventarc.eventReceiver and the Eventarc service agent role.
 The secret, the Cloud Run services, the sweep's Pub/Sub topic and the trigger service account are
-granted on the resource itself.
+granted on the resource itself. Each secret the runtime account reads (the SMTP password, or the OAuth2
+client secret and refresh token) gets its own secretAccessor grant; the refresh-token secret alone also
+gets secretVersionAdder, so the function can store the rotated refresh token Microsoft hands out.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pulumi_gcp as gcp
 
 ROLE_DATASTORE_USER = "roles/datastore.user"
 ROLE_SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
+ROLE_SECRET_VERSION_ADDER = "roles/secretmanager.secretVersionAdder"
 ROLE_EVENT_RECEIVER = "roles/eventarc.eventReceiver"
 ROLE_EVENTARC_AGENT = "roles/eventarc.serviceAgent"
 ROLE_RUN_INVOKER = "roles/run.invoker"
@@ -47,6 +50,20 @@ def grant_secret_access(
     return gcp.secretmanager.SecretIamMember(
         name, project=project, secret_id=secret.secret_id, role=ROLE_SECRET_ACCESSOR, member=member, opts=opts
     )
+
+
+def grant_secret_version_adder(
+    name: str, project: str, secret: gcp.secretmanager.Secret, member: pulumi.Input[str], opts: pulumi.ResourceOptions
+) -> gcp.secretmanager.SecretIamMember:
+    """secretVersionAdder on one secret (the OAuth2 refresh token's): add versions, read none, delete none."""
+    return gcp.secretmanager.SecretIamMember(
+        name, project=project, secret_id=secret.secret_id, role=ROLE_SECRET_VERSION_ADDER, member=member, opts=opts
+    )
+
+
+def secret_resource_name(project: str, secret: gcp.secretmanager.Secret) -> pulumi.Output[str]:
+    """projects/<project>/secrets/<id>: how the function names a secret it reads at run time."""
+    return pulumi.Output.concat("projects/", project, "/secrets/", secret.secret_id)
 
 
 def service_agent(name: str, project: str, service: str, opts: pulumi.ResourceOptions) -> gcp.projects.ServiceIdentity:

@@ -1,6 +1,7 @@
 """EmailTrigger: everything that turns "a document lands in the mail collection" into "an email is sent".
 
-Children (all parented to the component): the APIs, the SMTP password secret, the runtime and trigger
+Children (all parented to the component): the APIs, the SMTP password secret (or, with XOAUTH2, the
+OAuth2 client secret and refresh token secrets), the runtime and trigger
 service accounts with their grants, the source bucket and archive, the 2nd-gen function with its
 Firestore trigger, the EmailSweep (infra/sweep.py: the scheduled function that sends retries, scheduled
 mail and lapsed attempts, with its topic, job and indexes), and (when TTL is on) the Firestore TTL policy
@@ -42,10 +43,20 @@ class EmailTriggerArgs:
     """Inputs of the EmailTrigger component."""
 
     settings: MailerSettings
-    smtp_password: pulumi.Input[str]
+    # None with XOAUTH2 (settings.uses_xoauth2), which takes the two OAuth2 secrets below instead.
+    smtp_password: Optional[pulumi.Input[str]]
     source: SourceBundle
     # True when the URI itself carries a password or was set with --secret: keep it secret in state.
     smtp_uri_is_secret: bool = False
+    oauth2_client_secret: Optional[pulumi.Input[str]] = None
+    oauth2_refresh_token: Optional[pulumi.Input[str]] = None
+
+
+# Runtime-read secrets (issue 11): the function reads each of these at versions/latest through Secret
+# Manager (functions/mailer/credentials.py) instead of a pinned secret environment variable.
+PASSWORD_SECRET_ENV = "SMTP_PASSWORD_SECRET"
+OAUTH2_CLIENT_SECRET_ENV = "SMTP_OAUTH2_CLIENT_SECRET_SECRET"
+OAUTH2_REFRESH_TOKEN_ENV = "SMTP_OAUTH2_REFRESH_TOKEN_SECRET"
 
 
 def document_pattern(collection: str) -> str:
@@ -61,6 +72,7 @@ def function_environment(settings: MailerSettings, smtp_uri: pulumi.Input[str]) 
     """The plain environment the function reads; optional settings that are unset are left out."""
     environment: dict[str, pulumi.Input[str]] = {
         "SMTP_CONNECTION_URI": smtp_uri,
+        "SMTP_PROVIDER": settings.smtp_provider,
         "DEFAULT_FROM": settings.default_from,
         "MAIL_COLLECTION": settings.mail_collection,
         "TTL_EXPIRE_TYPE": settings.ttl_expire_type,
@@ -104,8 +116,11 @@ class EmailTrigger(pulumi.ComponentResource):
     """A Firestore-triggered 2nd-gen Cloud Function that sends each new mail document over SMTP."""
 
     function: gcp.cloudfunctionsv2.Function
-    secret: gcp.secretmanager.Secret
-    secret_version: gcp.secretmanager.SecretVersion
+    # The SMTP password's secret; None with XOAUTH2, which uses the two OAuth2 secrets instead.
+    secret: Optional[gcp.secretmanager.Secret]
+    secret_version: Optional[gcp.secretmanager.SecretVersion]
+    oauth2_client_secret: Optional[gcp.secretmanager.Secret]
+    oauth2_refresh_token: Optional[gcp.secretmanager.Secret]
     runtime_account: gcp.serviceaccount.Account
     trigger_account: gcp.serviceaccount.Account
     source_object: gcp.storage.BucketObject
@@ -123,21 +138,34 @@ class EmailTrigger(pulumi.ComponentResource):
         def after(*services: str) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(parent=self, depends_on=[apis[s] for s in services])
 
-        # The SMTP password lives only in Secret Manager; state keeps it encrypted (secret Output).
-        self.secret = gcp.secretmanager.Secret(
-            f"{name}-smtp-password",
-            project=project,
-            secret_id=f"{prefix}-smtp-password",
-            replication={"auto": {}},
-            labels=LABELS,
-            opts=after("secretmanager"),
-        )
-        self.secret_version = gcp.secretmanager.SecretVersion(
-            f"{name}-smtp-password-version",
-            secret=self.secret.id,
-            secret_data=pulumi.Output.secret(args.smtp_password),
-            opts=child,
-        )
+        def stored_secret(resource: str, secret_id: str, value: pulumi.Input[str]) -> tuple[gcp.secretmanager.Secret, gcp.secretmanager.SecretVersion]:
+            # Each secret lives only in Secret Manager; state keeps its value encrypted (secret Output).
+            secret = gcp.secretmanager.Secret(
+                resource, project=project, secret_id=secret_id, replication={"auto": {}}, labels=LABELS, opts=after("secretmanager")
+            )
+            version = gcp.secretmanager.SecretVersion(
+                f"{resource}-version", secret=secret.id, secret_data=pulumi.Output.secret(value), opts=child
+            )
+            return secret, version
+
+        self.secret = self.secret_version = None
+        if args.smtp_password is not None:
+            self.secret, self.secret_version = stored_secret(f"{name}-smtp-password", f"{prefix}-smtp-password", args.smtp_password)
+        # XOAUTH2 (issue 11): the client secret and the refresh token, always read at run time. The
+        # function adds a version to the refresh token's secret when the provider rotates it; this
+        # program's version is only the first one (a new value in the stack adds a newer one).
+        self.oauth2_client_secret = self.oauth2_refresh_token = None
+        oauth2_versions: list[gcp.secretmanager.SecretVersion] = []
+        if settings.uses_xoauth2:
+            if args.oauth2_client_secret is None or args.oauth2_refresh_token is None:
+                raise ValueError("XOAUTH2 needs oauth2_client_secret and oauth2_refresh_token")
+            self.oauth2_client_secret, client_version = stored_secret(
+                f"{name}-oauth2-client-secret", f"{prefix}-oauth2-client-secret", args.oauth2_client_secret
+            )
+            self.oauth2_refresh_token, token_version = stored_secret(
+                f"{name}-oauth2-refresh-token", f"{prefix}-oauth2-refresh-token", args.oauth2_refresh_token
+            )
+            oauth2_versions = [client_version, token_version]
 
         self.runtime_account = iam.create_service_account(
             f"{name}-runtime", project, f"{prefix}-runtime", "Runs the mailer function", after("iam")
@@ -148,11 +176,22 @@ class EmailTrigger(pulumi.ComponentResource):
         runtime_member = iam.service_account_member(self.runtime_account.email)
         trigger_member = iam.service_account_member(self.trigger_account.email)
 
-        bindings = [
+        bindings: list[pulumi.Resource] = [
             iam.grant_project_role(f"{name}-runtime-datastore", project, iam.ROLE_DATASTORE_USER, runtime_member, child),
-            iam.grant_secret_access(f"{name}-runtime-secret", project, self.secret, runtime_member, child),
             iam.grant_project_role(f"{name}-trigger-receiver", project, iam.ROLE_EVENT_RECEIVER, trigger_member, child),
         ]
+        # Secret Manager: the runtime account reads each of its secrets, each granted on that secret only,
+        # and may add versions to the refresh token's secret only (issue 11).
+        if self.secret is not None:
+            bindings.insert(1, iam.grant_secret_access(f"{name}-runtime-secret", project, self.secret, runtime_member, child))
+        if self.oauth2_client_secret is not None and self.oauth2_refresh_token is not None:
+            bindings += [
+                iam.grant_secret_access(f"{name}-runtime-oauth2-client-secret", project, self.oauth2_client_secret, runtime_member, child),
+                iam.grant_secret_access(f"{name}-runtime-oauth2-refresh-token", project, self.oauth2_refresh_token, runtime_member, child),
+                iam.grant_secret_version_adder(
+                    f"{name}-runtime-oauth2-refresh-token-adder", project, self.oauth2_refresh_token, runtime_member, child
+                ),
+            ]
         # Lifecycle events (issue 12): the runtime account (both functions run as it) may publish to the
         # events topic this program creates, on that topic only, or to the configured Eventarc channel.
         self.events_topic: Optional[gcp.pubsub.Topic] = None
@@ -198,15 +237,25 @@ class EmailTrigger(pulumi.ComponentResource):
             pulumi.Output.secret(settings.smtp_connection_uri) if args.smtp_uri_is_secret else settings.smtp_connection_uri
         )
         environment = function_environment(settings, smtp_uri)
-        secret_environment = [
-            {
-                "key": "SMTP_PASSWORD",
-                "project_id": project,
-                "secret": self.secret.secret_id,
-                # The numeric version, not "latest": a new password rolls a new revision.
-                "version": self.secret_version.version,
-            }
-        ]
+        secret_environment: list[dict[str, pulumi.Input[str]]] = []
+        if self.secret is not None and self.secret_version is not None:
+            if settings.smtp_secrets_at_runtime:
+                # Runtime mode: the function reads versions/latest itself (and again after a 535), so a
+                # new version takes effect without a redeploy.
+                environment[PASSWORD_SECRET_ENV] = iam.secret_resource_name(project, self.secret)
+            else:
+                secret_environment.append({
+                    "key": "SMTP_PASSWORD",
+                    "project_id": project,
+                    "secret": self.secret.secret_id,
+                    # The numeric version, not "latest": a new password rolls a new revision.
+                    "version": self.secret_version.version,
+                })
+        if self.oauth2_client_secret is not None and self.oauth2_refresh_token is not None:
+            environment[OAUTH2_CLIENT_SECRET_ENV] = iam.secret_resource_name(project, self.oauth2_client_secret)
+            environment[OAUTH2_REFRESH_TOKEN_ENV] = iam.secret_resource_name(project, self.oauth2_refresh_token)
+        # Secrets read at run time must have a version before the function first starts.
+        runtime_versions = [*oauth2_versions, *([self.secret_version] if settings.smtp_secrets_at_runtime and self.secret_version else [])]
         self.function = gcp.cloudfunctionsv2.Function(
             f"{name}-function",
             project=project,
@@ -248,7 +297,7 @@ class EmailTrigger(pulumi.ComponentResource):
             },
             # Waiting for the grants avoids the first-deploy race where Eventarc or the runtime
             # account is used before its role exists.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*apis.values(), *bindings]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*apis.values(), *bindings, *runtime_versions]),
         )
 
         # Only the function's own Cloud Run service, which exists once the function does.
@@ -272,7 +321,7 @@ class EmailTrigger(pulumi.ComponentResource):
                 runtime_account_email=self.runtime_account.email,
                 trigger_account_email=self.trigger_account.email,
                 apis=apis,
-                grants=bindings,
+                grants=[*bindings, *runtime_versions],
                 labels=LABELS,
             ),
             opts=child,
@@ -296,7 +345,7 @@ class EmailTrigger(pulumi.ComponentResource):
         self.function_name = self.function.name
         self.function_uri = self.function.url
         self.trigger_name = self.function.event_trigger.apply(lambda trigger: trigger.trigger if trigger else None)
-        self.secret_id = self.secret.secret_id
+        self.secret_id = self.secret.secret_id if self.secret is not None else None
         self.runtime_service_account = self.runtime_account.email
         self.trigger_service_account = self.trigger_account.email
         self.sweep_function_name = self.sweep.function_name
