@@ -59,7 +59,7 @@ class Dependencies:
     """What the handler talks to; tests swap in their own clock, settings or randomness."""
 
     store_for: Callable[[Target], StatusStore] = lambda target: StatusStore(client_for(target.project, target.database))
-    pool_for: Callable[[str, str | None], SmtpPool] = pool_for
+    pool_for: Callable[..., SmtpPool] = pool_for  # (uri, password[, credentials])
     settings: Callable[[], Settings] = load_settings
     # Templates and users live in the mail document's database.
     lookups_for: Callable[[Target, Settings], Lookups] = lambda target, settings: build_lookups(
@@ -283,6 +283,8 @@ class Handler:
         if not settings_.smtp_connection_uri:
             raise Refusal("function configuration: SMTP_CONNECTION_URI is not set")
         try:
+            if settings_.smtp_secrets is not None:  # secrets read at run time and/or XOAUTH2 (issue 11)
+                return self.deps.pool_for(settings_.smtp_connection_uri, None, settings_.smtp_secrets)
             return self.deps.pool_for(settings_.smtp_connection_uri, settings_.smtp_password)
         except SmtpConfigError as exc:
             raise Refusal(f"function configuration: {exc}") from None

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from mailer.credentials import Credentials, PinnedSecret, Secret, managed_secret
+
 TTL_UNITS: dict[str, timedelta] = {
     # Months and years are fixed lengths: TTL deletion is approximate anyway (Firestore deletes
     # expired documents within about a day), so calendar arithmetic would buy nothing.
@@ -43,6 +45,8 @@ class SettingsError(ValueError):
 class Settings:
     smtp_connection_uri: str | None
     smtp_password: str | None = field(default=None, repr=False)
+    # Secrets at run time and XOAUTH2 (issue 11): where each secret comes from (credentials.py).
+    smtp_secrets: Credentials | None = None  # None: only the pinned SMTP_PASSWORD (the default path)
     default_from: str | None = None
     default_reply_to: str | None = None
     mail_collection: str = "mail"
@@ -174,6 +178,78 @@ def _events(env: Mapping[str, str]) -> EventSettings | None:
 # --- end lifecycle events ---
 
 
+# --- Secrets at run time and XOAUTH2 (issue 11): pinned values or Secret Manager resource names ---
+_SECRET_RESOURCE = re.compile(r"projects/[^/\s]+/secrets/[A-Za-z0-9_-]{1,255}")
+# (pinned variable, run-time variable) per secret, in Credentials field order.
+SECRET_VARIABLES = (
+    ("SMTP_PASSWORD", "SMTP_PASSWORD_SECRET"),
+    ("SMTP_OAUTH2_CLIENT_SECRET", "SMTP_OAUTH2_CLIENT_SECRET_SECRET"),
+    ("SMTP_OAUTH2_REFRESH_TOKEN", "SMTP_OAUTH2_REFRESH_TOKEN_SECRET"),
+)
+
+
+def _secret_manager_endpoint(env: Mapping[str, str]) -> str | None:
+    value = _optional(env, "SECRET_MANAGER_ENDPOINT")
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":")
+    if host.strip("[]") not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
+        raise SettingsError(
+            f"SECRET_MANAGER_ENDPOINT: must be a loopback host:port such as 127.0.0.1:8086 (a local Secret "
+            f"Manager for tests and the local stack), got {value!r}")
+    return value
+
+
+def _smtp_secrets(env: Mapping[str, str]) -> Credentials | None:
+    """Where the SMTP password and the OAuth2 secrets come from; None when only SMTP_PASSWORD (or
+    nothing) is set, which keeps the pinned path exactly as it was."""
+    endpoint = _secret_manager_endpoint(env)
+    sources: list[Secret | None] = []
+    for pinned_name, runtime_name in SECRET_VARIABLES:
+        pinned = env.get(pinned_name) or None  # (not stripped: a secret may begin or end with a space)
+        resource = _optional(env, runtime_name)
+        if pinned is not None and resource is not None:
+            raise SettingsError(f"{pinned_name} and {runtime_name} are both set; set only one")
+        if resource is not None:
+            if resource.endswith("/versions/latest"):
+                resource = resource[: -len("/versions/latest")]
+            if not _SECRET_RESOURCE.fullmatch(resource):
+                raise SettingsError(f"{runtime_name}: expected projects/<project>/secrets/<id>, got {resource!r}")
+            sources.append(managed_secret(runtime_name, resource, endpoint))
+        elif pinned is not None:
+            sources.append(PinnedSecret(pinned_name, pinned))
+        else:
+            sources.append(None)
+    password, client_secret, refresh_token = sources
+    if client_secret is None and refresh_token is None and (password is None or not password.runtime):
+        return None
+    return Credentials(password, client_secret, refresh_token)
+
+
+# --- SMTP_PROVIDER (issue 12 item 4: SendGrid-only fields) ---
+SMTP_PROVIDERS = ("gmail", "google-workspace", "microsoft365", "sendgrid", "mailgun", "amazon-ses", "aliyun-directmail", "custom")
+SENDGRID_HOST = "smtp.sendgrid.net"
+
+
+def _smtp_provider(env: Mapping[str, str]) -> str:
+    value = (_optional(env, "SMTP_PROVIDER") or "custom").lower()
+    if value not in SMTP_PROVIDERS:
+        raise SettingsError(f"SMTP_PROVIDER: {value!r} is not one of {', '.join(SMTP_PROVIDERS)}")
+    return value
+
+
+def _uri_host(uri: str | None) -> str | None:
+    """The host of an SMTP URI, lower-cased, without port or user; None when there is none."""
+    if not uri:
+        return None
+    rest = uri.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+    host = rest.rpartition("@")[2]
+    if host.startswith("["):
+        return host.partition("]")[0][1:].lower()
+    return host.partition(":")[0].rstrip(".").lower() or None
+# --- end SMTP_PROVIDER ---
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from `env` (default: os.environ). Raises SettingsError naming the variable."""
     env = os.environ if env is None else env
@@ -182,6 +258,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         smtp_connection_uri=_optional(env, "SMTP_CONNECTION_URI"),
         # Not stripped: a password may legitimately begin or end with a space.
         smtp_password=env.get("SMTP_PASSWORD") or None,
+        smtp_secrets=_smtp_secrets(env),
         default_from=_optional(env, "DEFAULT_FROM"),
         default_reply_to=_optional(env, "DEFAULT_REPLY_TO"),
         mail_collection=_optional(env, "MAIL_COLLECTION") or "mail",
