@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from ops import check
 from tests.support.oauth_server import TokenEndpoint, token_endpoint, xoauth2_server  # noqa: F401 - fixtures
-from tests.support.smtp import SmtpTestServer
+from tests.support.smtp import Behaviour, SmtpTestServer
 
 MAILBOX = "sender@example.com"
 CLIENT_ID = "client-check.apps.example"
@@ -68,7 +68,8 @@ def test_xoauth2_revoked_refresh_token_says_renew(token_endpoint, xoauth2_server
     tokens.revoke(refresh)
     code, text = run(uri(server, tokens), refresh_token=refresh)
     assert code == 1, text
-    assert "FAIL  token" in text and "invalid_grant" in text and "authorize the mailbox again" in text
+    assert "FAIL  token" in text and "invalid_grant" in text
+    assert "likely cause: the refresh token is revoked or expired" in text
     assert server.auth_attempts == []
 
 
@@ -100,3 +101,11 @@ def test_xoauth2_without_a_refresh_token_is_skipped(token_endpoint, xoauth2_serv
     code, text = run(uri(server, tokens), refresh_token=None)
     assert code == 0, text
     assert "skip  AUTH" in text and "SMTP_OAUTH2_REFRESH_TOKEN" in text and tokens.requests == 0
+
+
+def test_oauth2_secrets_a_server_echoes_are_masked(token_endpoint, xoauth2_server) -> None:  # noqa: F811
+    # A broken server that shows the secrets in its greeting: the output has ****** in their place.
+    tokens, _, refresh = setup(token_endpoint, xoauth2_server)
+    server = xoauth2_server(tokens, tls="implicit", behaviour=Behaviour(greeting_reply=f"220 {CLIENT_SECRET} {refresh}"))
+    code, text = run(uri(server, tokens), refresh_token=refresh)
+    assert code == 0 and "ok    greeting" in text and f"220 {check.MASK} {check.MASK}" in text, text
