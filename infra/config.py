@@ -443,7 +443,17 @@ class MailerSettings(BaseModel):
     @field_validator("oauth2_token_url")
     @classmethod
     def _token_url(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and re.search(r"\s", value):
+            raise ValueError("contains whitespace; paste the token endpoint URL alone")
         return None if value is None else check_token_url(value)
+
+    @field_validator("oauth2_client_id", "smtp_user")
+    @classmethod
+    def _no_whitespace(cls, value: Optional[str]) -> Optional[str]:
+        # The function refuses both with whitespace or control characters (a stray newline from a paste).
+        if value is not None and re.search(r"[\s\x00-\x1f\x7f]", value):
+            raise ValueError("contains whitespace or a control character; set it without them")
+        return value
 
     @model_validator(mode="after")
     def _smtp_provider(self) -> "MailerSettings":

@@ -210,6 +210,10 @@ REFUSED = [
      "mailer:smtpUser", "XOAUTH2 logs in as the mailbox"),
     ({"mailer:smtpProvider": "gmail", "mailer:smtpUser": "ada@gmail.com", "mailer:oauth2ClientId": "c"},
      "mailer:oauth2ClientId", "is set but the stack does not use XOAUTH2"),
+    # The function refuses these in the URI; refuse them before they get there.
+    ({**XOAUTH2_365, "mailer:oauth2ClientId": "3f1c client"}, "mailer:oauth2ClientId", "contains whitespace or a control character"),
+    ({"mailer:smtpProvider": "sendgrid", "mailer:smtpUser": "api\tkey"}, "mailer:smtpUser", "contains whitespace or a control character"),
+    ({**XOAUTH2_365, "mailer:oauth2TokenUrl": MS_TOKEN_URL + " x"}, "mailer:oauth2TokenUrl", "contains whitespace"),
 ]
 
 
@@ -395,3 +399,19 @@ def test_the_program_deploys_an_xoauth2_stack_end_to_end(pulumi_mocks: PulumiHar
     for value in (CLIENT_SECRET, REFRESH_TOKEN):
         assert [r.name for r in run.registrations if plain_occurrences(r.raw, value)] == []
         assert plain_occurrences(run.exports, value) == []
+
+
+@pytest.mark.parametrize("keys", [keys for keys, *_ in BUILT] + [
+    {"mailer:smtpProvider": "gmail", "mailer:smtpUser": "ada@gmail.com", "mailer:smtpAuthMethod": "XOAUTH2", "mailer:oauth2ClientId": "1.apps"},
+], ids=[f"{k['mailer:smtpProvider']}-{i}" for i, k in enumerate([keys for keys, *_ in BUILT] + [{"mailer:smtpProvider": "gmail"}])])
+def test_the_function_reads_every_built_uri_as_the_preset_meant_it(keys: dict[str, str]) -> None:
+    """The deployed function's own parser (functions/mailer/smtp_uri.py) on each URI a preset builds."""
+    from mailer.smtp_uri import parse_smtp_uri
+
+    loaded = settings(**keys)
+    parsed = parse_smtp_uri(loaded.smtp_connection_uri or "")
+    parts = urlsplit(loaded.smtp_connection_uri or "")
+    assert (parsed.scheme, parsed.host, parsed.port, parsed.username) == (parts.scheme, parts.hostname, parts.port, loaded.smtp_user)
+    assert (parsed.auth_method or None) == (options(loaded.smtp_connection_uri or "").get("authMethod"))
+    if loaded.uses_xoauth2:
+        assert (parsed.oauth2_token_url, parsed.oauth2_client_id) == (loaded.oauth2_token_url, loaded.oauth2_client_id)
