@@ -21,7 +21,8 @@ from tests.support.smtp import Behaviour
 
 from .conftest import SMTP_PASSWORD, SMTP_USER, post_event
 from .test_pipeline import created_event
-from .test_sweep import sweep_when_due, wait_until
+from .test_faults import settle
+from .test_sweep import _processing, sweep_when_due, wait_until
 
 TOPIC = "projects/demo-mailer/topics/mail-events"
 CHANNEL = "projects/demo-mailer/locations/us-central1/channels/mail-events"
@@ -138,6 +139,55 @@ def test_a_scheduled_document_publishes_pending_then_the_sweep_sends_it(line, se
     assert line.sweep() == 200
     assert line.sweep() == 200  # a second tick finds nothing due and publishes nothing
     assert settled(pubsub_receiver, "later", 5) == ["onStart", "onPending", "onProcessing", "onSuccess", "onComplete"]
+
+
+def test_a_lapsed_claim_taken_over_by_the_sweep_publishes_the_new_attempt_not_a_start(line, server, pubsub_receiver):  # noqa: F811
+    _processing(line, "crashed", lease=timedelta(seconds=-1))
+    _processing(line, "exhausted", lease=timedelta(seconds=-1), attempts=3)
+    assert line.sweep() == 200
+    assert settled(pubsub_receiver, "crashed", 3) == ["onProcessing", "onSuccess", "onComplete"]
+    assert settled(pubsub_receiver, "exhausted", 2) == ["onError", "onComplete"]
+    assert events_of(pubsub_receiver, "exhausted")[0]["data"]["err"].startswith("gave up after 3 attempts")
+    assert line.sweep() == 200  # nothing left to do: nothing more published
+    assert settled(pubsub_receiver, "crashed", 3) == ["onProcessing", "onSuccess", "onComplete"]
+
+
+def test_an_outcome_firestore_would_not_record_is_not_published_until_the_takeover_records_one(
+    line, server, pubsub_receiver, monkeypatch  # noqa: F811
+):
+    import mailer.status_store
+
+    monkeypatch.setattr(mailer.status_store, "OUTCOME_WRITE_DELAYS", (0.1,))
+    line.configure(LEASE_SECONDS="2")
+    server.behaviour = Behaviour(slow_reply_at="DATA", slow_reply_seconds=0.5)
+    line.doc("unrecorded").create(MAIL)
+    line.wait_for("unrecorded", states={"PROCESSING"})
+    line.emulator.inject_fault("Commit", "INTERNAL", count=50)
+    try:
+        deadline = time.monotonic() + 20
+        while not server.messages:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)
+    finally:
+        line.emulator.clear_faults()
+    # The email went out but its SUCCESS was never written: no onSuccess for it.
+    assert settled(pubsub_receiver, "unrecorded", 2) == ["onStart", "onProcessing"]
+    server.behaviour = Behaviour()
+    assert settle(line, ["unrecorded"])["unrecorded"]["state"] == "SUCCESS"
+    assert settled(pubsub_receiver, "unrecorded", 5) == ["onStart", "onProcessing", "onProcessing", "onSuccess", "onComplete"]
+
+
+def test_a_client_asking_again_after_an_error_publishes_the_new_attempt(line, server, pubsub_receiver):  # noqa: F811
+    server.behaviour = Behaviour(rcpt_replies={"ada@example.com": "550 5.1.1 No such user"})
+    assert line.send("again", MAIL)["state"] == "ERROR"
+    server.behaviour = Behaviour()
+    line.doc("again").update({"delivery.state": "RETRY", "delivery.nextAttemptTime": None})
+    assert line.sweep() == 200
+    assert line.doc("again").get().get("delivery.state") == "SUCCESS"
+    # The client's own write is not a transition the function made: it publishes from its claim on.
+    assert settled(pubsub_receiver, "again", 7) == [
+        "onStart", "onProcessing", "onError", "onComplete", "onProcessing", "onSuccess", "onComplete"]
 
 
 def test_only_the_enabled_event_types_are_published(line, server, pubsub_receiver):  # noqa: F811
