@@ -7,10 +7,13 @@ Two sources, one result (stacks/Pulumi.<stack>.yaml in this program's keys, chec
                after it, later files winning as they do for `firebase deploy`)
     logto      a Logto SMTP connector's configuration JSON (host, port, auth, secure, fromEmail, replyTo,
                templates by usageType); its templates become templates/<usageType>.yaml
+    templates  the extension's templates collection (read from Firestore) as templates/<name>.yaml, so
+               they are reviewed and deployed with the stack (no stack file is written)
 
     python -m ops.import_config extension extensions/firestore-send-email.env --stack prod --project acme-prod
     python -m ops.import_config logto smtp-connector.json --stack prod --project acme-prod \\
         --region us-central1 --firestore-location nam5
+    python -m ops.import_config templates --project acme-prod --collection email-templates
 
 A dry run by default: it prints the files it would write (a unified diff when a file exists), the
 secrets to set and how, and what cannot be carried over and why. `--write` writes them; it refuses when
@@ -332,6 +335,14 @@ def plan_from_extension(params: Mapping[str, str], *, project: str, stack: str, 
     for param in sorted(set(values) - seen):
         plan.skip(param, f"not a parameter of {EXTENSION} {EXTENSION_VERSION}; nothing in this program reads it")
 
+    if plan.settings.get("mailer:templatesCollection"):
+        collection = plan.settings["mailer:templatesCollection"]
+        plan.notes.append(
+            f"TEMPLATES_COLLECTION: `pulumi up` writes every templates/*.yaml into {collection} as documents the stack "
+            "owns, and fails on a name that is already a document there. Export the extension's templates first "
+            f"(`python -m ops.import_config templates --project {project} --collection {collection}`), review them, and "
+            "point mailer:templatesCollection at a new collection (e.g. mail-templates) while both run."
+        )
     if plan.settings.get("mailer:ttlExpireType", "never") != "never":
         plan.notes.append(
             "TTL: this stack manages the Firestore TTL policy on delivery.expireAt of the mail collection group "
@@ -605,6 +616,95 @@ def _logto_templates(plan: Plan, templates: Any, source: str) -> None:
         }
 
 
+# --- the extension's templates collection ---------------------------------------------------------------------
+
+TEMPLATE_TEXT_FIELDS = ("subject", "text", "html", "amp")
+TEMPLATE_ATTACHMENT_KEYS = ("filename", "content", "encoding", "contentType", "cid", "contentDisposition")
+HANDLEBARS_PATH = re.compile(r"\{\{\{?~?\s*([A-Za-z_][\w.]*)\s*~?\}?\}\}")
+HANDLEBARS_KEYWORDS = {"else", "this"}
+
+
+def template_file_from_document(name: str, fields: Mapping[str, Any], collection: str, plan: Plan) -> Optional[dict[str, Any]]:
+    """A template document of the extension's collection as a templates/<name>.yaml content, or None with
+    the reason recorded in `plan`."""
+    where = f"{collection}/{name}"
+    if not TEMPLATE_NAME.fullmatch(name) or re.fullmatch(r"__.*__", name):
+        plan.skip(where, "not usable as a template file name (letters, digits, '_', '-', '.')")
+        return None
+    partial = fields.get("partial") is True
+    content: dict[str, Any] = {"description": f"Imported from the Firestore collection {collection}."}
+    for key in TEMPLATE_TEXT_FIELDS:
+        value = fields.get(key)
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str):
+            plan.skip(f"{where}.{key}", f"not text ({type(value).__name__}); the extension would have failed on it too")
+            continue
+        content[key] = value
+    attachments = fields.get("attachments")
+    if attachments:
+        kept = []
+        for index, item in enumerate(attachments if isinstance(attachments, list) else []):
+            if not isinstance(item, Mapping):
+                plan.skip(f"{where}.attachments[{index}]", "not a map")
+                continue
+            refused = sorted(set(item) & {"path", "href", "raw"})
+            if refused:
+                plan.skip(f"{where}.attachments[{index}]", f"uses {', '.join(refused)}: this function sends inline content only "
+                          "(put the bytes in template.data and write content: \"{{name}}\" with encoding: base64)")
+                continue
+            unknown = sorted(set(item) - set(TEMPLATE_ATTACHMENT_KEYS))
+            if unknown or not all(isinstance(value, str) for value in item.values()):
+                plan.skip(f"{where}.attachments[{index}]", f"has {', '.join(unknown) or 'non-text values'}; an attachment here has "
+                          f"{', '.join(TEMPLATE_ATTACHMENT_KEYS)}")
+                continue
+            kept.append(dict(item))
+        if kept:
+            content["attachments"] = kept
+    if partial:
+        content["partial"] = True
+    if not any(key in content for key in (*TEMPLATE_TEXT_FIELDS, "attachments")):
+        plan.skip(where, "nothing left to deploy (no subject, text, html, amp or usable attachments)")
+        return None
+    for key in sorted(set(fields) - {*TEMPLATE_TEXT_FIELDS, "attachments", "partial"}):
+        plan.skip(f"{where}.{key}", "not a template field; not deployed (the function ignores it)")
+    if not partial:
+        # Sample data for the tests that render every template before a stack gets it: one value per
+        # variable the template uses. Replace it with realistic data when you review the file.
+        sources = [value for key, value in content.items() if key in TEMPLATE_TEXT_FIELDS]
+        sources += [value for item in content.get("attachments", []) for value in item.values()]
+        data: dict[str, Any] = {}
+        for source in sources:
+            for path in HANDLEBARS_PATH.findall(source):
+                parts = path.split(".")
+                if parts[0] in HANDLEBARS_KEYWORDS:
+                    continue
+                node = data
+                for part in parts[:-1]:
+                    child = node.setdefault(part, {})
+                    node = child if isinstance(child, dict) else {}
+                node.setdefault(parts[-1], f"example {path}")
+        content["data"] = data
+    return content
+
+
+def plan_from_templates(client: Any, collection: str, source: str) -> Plan:
+    plan = Plan(source=source)
+    count = 0
+    for snapshot in client.collection(collection).stream():
+        count += 1
+        content = template_file_from_document(snapshot.id, snapshot.to_dict() or {}, collection, plan)
+        if content is not None:
+            plan.templates[snapshot.id] = content
+    if count == 0:
+        raise ImportError_(f"{source}: the collection {collection!r} has no documents")
+    plan.notes.append(
+        "Each template's `data` is generated sample data (one value per variable) for the tests that render "
+        "every template: replace it with realistic values when you review the files."
+    )
+    return plan
+
+
 # --- rendering ----------------------------------------------------------------------------------------------
 
 
@@ -686,11 +786,13 @@ class Output:
     old: Optional[str]
 
 
-def outputs_for(plan: Plan, *, stack: str, stacks_dir: Path, templates_dir: Path) -> list[Output]:
-    stack_path = stacks_dir / f"Pulumi.{stack}.yaml"
-    old = stack_path.read_text(encoding="utf-8") if stack_path.exists() else None
-    existing = yaml.safe_load(old) if old else None
-    outputs = [Output(stack_path, render_stack(plan, stack, existing if isinstance(existing, dict) else None), old)]
+def outputs_for(plan: Plan, *, stack: Optional[str], stacks_dir: Path, templates_dir: Path) -> list[Output]:
+    outputs = []
+    if stack is not None:
+        stack_path = stacks_dir / f"Pulumi.{stack}.yaml"
+        old = stack_path.read_text(encoding="utf-8") if stack_path.exists() else None
+        existing = yaml.safe_load(old) if old else None
+        outputs.append(Output(stack_path, render_stack(plan, stack, existing if isinstance(existing, dict) else None), old))
     for name, content in sorted(plan.templates.items()):
         path = templates_dir / f"{name}.yaml"
         outputs.append(Output(path, render_template(content), path.read_text(encoding="utf-8") if path.exists() else None))
@@ -721,7 +823,7 @@ def report(plan: Plan, problems: list[str], out: TextIO) -> None:
         out.write("Notes:\n")
         out.writelines(f"  {note}\n" for note in plan.notes)
     if problems:
-        out.write("The result fails the config model:\n")
+        out.write("The result fails the config model or the template checks:\n")
         out.writelines(f"  {problem}\n" for problem in problems)
 
 
@@ -733,7 +835,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sources = parser.add_subparsers(dest="kind", required=True, metavar="{extension,logto}")
+    sources = parser.add_subparsers(dest="kind", required=True, metavar="{extension,logto,templates}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--stack", required=True, help="stack name: writes stacks/Pulumi.<stack>.yaml")
     common.add_argument("--project", required=True, help="Google Cloud project id (gcp:project; replaces ${param:PROJECT_ID})")
@@ -751,10 +853,62 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     logto.add_argument("--templates-dir", type=Path, default=REPO_ROOT / "templates", help="where template files go (default: templates/)")
     logto.add_argument("--templates-collection", default=DEFAULT_TEMPLATES_COLLECTION,
                        help=f"mailer:templatesCollection for the templates (default: {DEFAULT_TEMPLATES_COLLECTION})")
+    templates = sources.add_parser(
+        "templates", help="from the extension's templates collection in Firestore",
+        description="Write each document of the extension's templates collection as templates/<name>.yaml (the "
+                    "files the stack deploys). Reads Firestore with Application Default Credentials; "
+                    "FIRESTORE_EMULATOR_HOST points it at an emulator. Writes no stack file.")
+    templates.add_argument("--project", required=True, help="Google Cloud project id")
+    templates.add_argument("--database", default="(default)", help="Firestore database id (default: (default))")
+    templates.add_argument("--collection", required=True, help="the extension's TEMPLATES_COLLECTION")
+    templates.add_argument("--templates-dir", type=Path, default=REPO_ROOT / "templates", help="where template files go (default: templates/)")
+    templates.add_argument("--write", action="store_true", help="write the files (default: print what would be written)")
     return parser.parse_args(argv)
 
 
+def read_templates_collection(args: argparse.Namespace) -> Plan:
+    import os
+
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before grpc loads: its C core logs on shutdown
+    from google.api_core import exceptions as google_errors
+    from google.auth import exceptions as auth_errors
+    from google.cloud import firestore
+
+    source = f"Firestore {args.project}/{args.database}/{args.collection}"
+    try:
+        client = firestore.Client(project=args.project, database=args.database)
+        try:
+            return plan_from_templates(client, args.collection, source)
+        finally:
+            client.close()
+    except (google_errors.GoogleAPICallError, google_errors.RetryError, auth_errors.GoogleAuthError) as error:
+        raise ImportError_(f"{source}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+
+
+def template_problems(outputs: Sequence[Output]) -> list[str]:
+    """Each template file as the deployment loads it (infra.templates), from a scratch folder."""
+    import tempfile
+
+    from infra.templates import TemplateFileError, load_template_files
+
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="import-config-") as folder:
+        for output in outputs:
+            if output.path.suffix != ".yaml" or output.path.name.startswith("Pulumi."):
+                continue
+            scratch = Path(folder) / output.path.name
+            scratch.write_text(output.text, encoding="utf-8")
+            try:
+                load_template_files(Path(folder))
+            except TemplateFileError as error:
+                problems.append(str(error).replace(str(scratch), str(output.path)))
+            scratch.unlink()
+    return problems
+
+
 def build_plan(args: argparse.Namespace, declared: Mapping[str, str]) -> Plan:
+    if args.kind == "templates":
+        return read_templates_collection(args)
     if args.kind == "extension":
         params = read_env_files(args.env_files)
         plan = plan_from_extension(params, project=args.project, stack=args.stack, declared=declared,
@@ -784,8 +938,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         err.write(f"import-config: {error}\n")
         return 1
     templates_dir = getattr(args, "templates_dir", REPO_ROOT / "templates")
-    outputs = outputs_for(plan, stack=args.stack, stacks_dir=args.stacks_dir, templates_dir=templates_dir)
-    problems = stack_problems(outputs[0].text, declared, pending=[step.key for step in plan.secrets if step.plain])
+    stack = getattr(args, "stack", None)
+    outputs = outputs_for(plan, stack=stack, stacks_dir=getattr(args, "stacks_dir", REPO_ROOT / "stacks"), templates_dir=templates_dir)
+    problems = template_problems(outputs)
+    if stack is not None:
+        problems = stack_problems(outputs[0].text, declared, pending=[step.key for step in plan.secrets if step.plain]) + problems
     for output in outputs:
         show(output, out)
     report(plan, problems, out)
@@ -800,8 +957,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextI
         output.path.parent.mkdir(parents=True, exist_ok=True)
         output.path.write_text(output.text, encoding="utf-8")
         out.write(f"wrote {output.path}\n")
+    if stack is None:
+        out.write("Next: review the files (`git diff`), replace each template's sample data with realistic values, "
+                  "run `make test`, then `pulumi up` deploys them.\n")
+        return 0
     out.write("Next: set the secrets above, review `git diff`, then `pulumi preview --stack "
-              f"{args.stack}` (or `make plan STACK={args.stack}` offline).\n")
+              f"{stack}` (or `make plan STACK={stack}` offline).\n")
     return 0
 
 

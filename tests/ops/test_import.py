@@ -111,6 +111,9 @@ def test_the_extension_file_becomes_a_stack_the_model_accepts(tmp_path: Path) ->
     assert "TLS_OPTIONS: the extension never passes TLS_OPTIONS" in not_carried
     if "onPending" not in import_config.FUNCTION_EVENTS:
         assert "firebase.extensions.firestore-send-email.v1.onPending: not an event this function publishes" in not_carried
+    assert ("TEMPLATES_COLLECTION: `pulumi up` writes every templates/*.yaml into email-templates as documents the stack owns"
+            in out)
+    assert f"python -m ops.import_config templates --project {PROJECT} --collection email-templates" in out
     assert "TTL: this stack manages the Firestore TTL policy on delivery.expireAt of the mail collection group" in out
     # Events travel when this version of the program has the setting; otherwise they are listed as left behind.
     written = yaml.safe_load(stack_file.read_text())["config"]
@@ -226,7 +229,7 @@ def test_a_result_the_model_refuses_is_reported_and_not_written(tmp_path: Path) 
     env.write_text("DATABASE_REGION=nam5\nDEFAULT_FROM=noreply@acme.example\nSMTP_CONNECTION_URI=smtp://u@smtp.acme.example:25\n")
     code, out, _ = extension(tmp_path, "--write", env=env)
     assert code == 1
-    assert "The result fails the config model:\n  mailer:smtpConnectionUri uses port 25, which Google Cloud blocks" in out
+    assert "The result fails the config model or the template checks:\n  mailer:smtpConnectionUri uses port 25, which Google Cloud blocks" in out
     assert "Nothing written" in out and not (tmp_path / "stacks").exists()
 
 
@@ -341,3 +344,69 @@ def test_help_describes_both_sources() -> None:
     for kind in ("extension", "logto"):
         sub = subprocess.run([sys.executable, "-m", "ops.import_config", kind, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert sub.returncode == 0 and "--write" in sub.stdout and "--project" in sub.stdout
+
+
+# --- the extension's templates collection ---------------------------------------------------------------------------
+
+
+def test_the_extensions_templates_collection_becomes_template_files(firestore_emulator, firestore_client, unique_collection, tmp_path: Path) -> None:
+    documents = {
+        # The extension's documented `following` template, with its `path` attachment.
+        "following": {"subject": "@{{username}} is now following you!",
+                      "html": "Just writing to let you know that <code>@{{username}}</code> ({{name}}) is now following you.",
+                      "attachments": [{"filename": "{{username}}.jpg", "path": "{{imagePath}}"}]},
+        "footer": {"partial": True, "text": "Unsubscribe: {{unsubscribeUrl}}", "html": "<a href='{{unsubscribeUrl}}'>Unsubscribe</a>"},
+        "receipt": {"subject": "Receipt {{order.id}}", "text": "{{#each items}}{{title}}\n{{/each}}{{> footer}}",
+                    "attachments": [{"filename": "{{order.id}}.txt", "content": "{{order.total}}"}], "notes": "kept by the app"},
+        "bad name": {"subject": "s"},
+        "numbers": {"subject": 42},
+    }
+    for name, fields in documents.items():
+        firestore_client.collection(unique_collection).document(name).set(fields)
+    templates = tmp_path / "templates"
+    argv = ["templates", "--project", firestore_emulator.project, "--collection", unique_collection, "--templates-dir", str(templates)]
+    code, out, err = run(*argv)
+    assert code == 0, out + err
+    assert not templates.exists() and "Dry run: nothing written" in out
+    code, out, err = run(*argv, "--write")
+    assert code == 0, out + err
+    files = load_template_files(templates)
+    assert sorted(files) == ["following", "footer", "receipt"]
+    assert files["following"].document == {"subject": documents["following"]["subject"], "html": documents["following"]["html"]}
+    assert files["following"].sample_data == {"username": "example username", "name": "example name"}
+    assert files["footer"].document == {"text": "Unsubscribe: {{unsubscribeUrl}}", "html": "<a href='{{unsubscribeUrl}}'>Unsubscribe</a>", "partial": True}
+    assert files["receipt"].document["attachments"] == [{"filename": "{{order.id}}.txt", "content": "{{order.total}}"}]
+    assert files["receipt"].sample_data == {"order": {"id": "example order.id", "total": "example order.total"}, "title": "example title"}
+    not_carried = out.split("Not carried over:\n", 1)[1]
+    assert f"{unique_collection}/following.attachments[0]: uses path: this function sends inline content only" in not_carried
+    assert f"{unique_collection}/receipt.notes: not a template field" in not_carried
+    assert f"{unique_collection}/bad name: not usable as a template file name" in not_carried
+    assert f"{unique_collection}/numbers.subject: not text (int)" in not_carried
+    assert f"{unique_collection}/numbers: nothing left to deploy" in not_carried
+    # What the files deploy renders through the function with their sample data.
+    partials = {"footer": files["footer"].document}
+    from mailer.templates import PartialSet
+    partial_set = PartialSet([parse_template_document(name, fields, "templates/") for name, fields in partials.items()])
+    rendered = Template(parse_template_document("receipt", files["receipt"].document, "templates/"), partial_set).render(
+        {"order": {"id": "A-1", "total": "9.99"}, "items": [{"title": "Book"}, {"title": "Pen"}], "unsubscribeUrl": "https://u.example"}).fields
+    assert rendered["subject"] == "Receipt A-1"
+    assert rendered["text"] == "Book\nPen\nUnsubscribe: https://u.example"
+    assert rendered["attachments"] == [{"filename": "A-1.txt", "content": "9.99"}]
+
+
+def test_an_empty_or_missing_templates_collection_is_an_error(firestore_emulator, unique_collection, tmp_path: Path) -> None:
+    code, out, err = run("templates", "--project", firestore_emulator.project, "--collection", unique_collection,
+                         "--templates-dir", str(tmp_path / "templates"))
+    assert code == 1 and out == ""
+    assert err == f"import-config: Firestore {firestore_emulator.project}/(default)/{unique_collection}: the collection {unique_collection!r} has no documents\n"
+
+
+def test_a_template_the_deployment_would_refuse_stops_the_write(firestore_emulator, firestore_client, unique_collection, tmp_path: Path) -> None:
+    # Under Firestore's 1 MiB, over the 1,000,000 bytes the deployment allows a template document.
+    firestore_client.collection(unique_collection).document("huge").set({"subject": "s", "html": "x" * 1_010_000})
+    code, out, _ = run("templates", "--project", firestore_emulator.project, "--collection", unique_collection,
+                       "--templates-dir", str(tmp_path / "templates"), "--write")
+    assert code == 1
+    assert (f"The result fails the config model or the template checks:\n  {tmp_path / 'templates' / 'huge.yaml'}: subject: "
+            "the document would be over 1000000 bytes") in out
+    assert not (tmp_path / "templates").exists()
