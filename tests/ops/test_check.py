@@ -405,3 +405,38 @@ def test_a_server_that_echoes_the_password_is_masked(smtp_server: Callable[..., 
                          behaviour=Behaviour(auth_reply=f"535 5.7.8 bad credentials {SECRET} ({encoded})"))
     code, text = run("--uri", server.uri(USER), password=SECRET)
     assert code == 1 and f"535 5.7.8 bad credentials {check.MASK} ({check.MASK})" in text, text
+
+
+def test_stack_with_a_provider_preset_checks_the_resolved_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No connection here (the hosts are the providers' own): the URI the program would hand the function.
+    monkeypatch.setattr(check, "STACKS_DIR", tmp_path / "stacks")
+    monkeypatch.setattr(check, "REPO_ROOT", tmp_path)
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    base = textwrap.dedent("""\
+        config:
+          gcp:project: acme-mailer-check
+          mailer:region: us-central1
+          mailer:firestoreLocation: nam5
+          mailer:defaultFrom: "Acme <noreply@acme.example>"
+          mailer:resourcePrefix: acme-mail
+        """)
+    (stacks / "Pulumi.gmail.yaml").write_text(base + "  mailer:smtpProvider: gmail\n  mailer:smtpUser: acme.mailer@gmail.com\n")
+    target = check.stack_target("gmail", SECRET, "SMTP_PASSWORD")
+    settings = target.settings
+    assert (settings.scheme, settings.host, settings.port, settings.username) == ("smtps", "smtp.gmail.com", 465, "acme.mailer@gmail.com")
+    assert check.shown_uri(settings) == "smtps://acme.mailer%40gmail.com@smtp.gmail.com:465" and target.provider == "gmail"
+    # Gmail's 535 for an account password names the app password, from the preset alone.
+    assert "app password" in check.cause_for_auth(535, "535 5.7.8 Username and Password not accepted", settings, "gmail", "")
+
+    (stacks / "Pulumi.m365.yaml").write_text(base + "".join(f"  {line}\n" for line in (
+        "mailer:smtpProvider: microsoft365",
+        "mailer:smtpUser: mailer@acme.example",
+        "mailer:oauth2TokenUrl: https://login.microsoftonline.com/acme.example/oauth2/v2.0/token",
+        "mailer:oauth2ClientId: 00000000-1111-2222-3333-444444444444",
+    )))
+    target = check.stack_target("m365", None, None)
+    settings = target.settings
+    assert (settings.scheme, settings.host, settings.port, settings.auth_method) == ("smtp", "smtp.office365.com", 587, "XOAUTH2")
+    assert settings.oauth2_client_id == "00000000-1111-2222-3333-444444444444"
+    assert target.oauth2_note is not None and "--secret acme-mail-oauth2-refresh-token --project acme-mailer-check" in target.oauth2_note
