@@ -831,7 +831,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m ops.import_config",
         description="Write a stack file (and templates) from an installed Trigger Email extension's parameters "
-                    "or a Logto SMTP connector JSON. A dry run unless --write.",
+                    "or a Logto SMTP connector JSON, or template files from the extension's templates collection. "
+                    "A dry run unless --write.",
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

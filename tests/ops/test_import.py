@@ -340,8 +340,8 @@ def test_logto_oauth2_and_connection_options(tmp_path: Path) -> None:
 def test_help_describes_both_sources() -> None:
     result = subprocess.run([sys.executable, "-m", "ops.import_config", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    assert "extension" in result.stdout and "logto" in result.stdout and "--write" in result.stdout
-    for kind in ("extension", "logto"):
+    assert "{extension,logto,templates}" in result.stdout and "--write" in result.stdout
+    for kind in ("extension", "logto", "templates"):
         sub = subprocess.run([sys.executable, "-m", "ops.import_config", kind, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert sub.returncode == 0 and "--write" in sub.stdout and "--project" in sub.stdout
 
