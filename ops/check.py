@@ -526,7 +526,8 @@ class Checker:
             names = cert["names"] if cert else []
             self.report.add(Step(
                 "TLS", FAIL, timer.ms,
-                f"{how}: certificate not accepted for '{settings.tls_name}': {error.verify_message}; {_certificate_line(cert)}",
+                f"{how}: certificate not accepted for '{settings.tls_name}': {(error.verify_message or '').rstrip('.')}; "
+                f"{_certificate_line(cert)}",
                 cause_for_certificate(error, settings, names, cert),
                 data={"certificate": cert, "verify_code": error.verify_code},
             ))
