@@ -129,6 +129,7 @@ class Report:
             self._print(f"check {self.target} ({self.source})")
 
     def add(self, step: Step) -> Step:
+        step.ms = round(step.ms, 1)
         step.detail = self.redact(step.detail)
         step.cause = self.redact(step.cause) if step.cause else None
         step.data = json.loads(self.redact(json.dumps(step.data)))
