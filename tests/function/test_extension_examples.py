@@ -20,13 +20,15 @@ exact text is asserted here and listed in the README's migration guide.
 from __future__ import annotations
 
 import base64
+import io
+from datetime import timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
 
-from .conftest import SMTP_PASSWORD, SMTP_USER
+from .conftest import ROOT, SMTP_PASSWORD, SMTP_USER
 
 HTML_BASIC = {  # PREINSTALL.md / README.md "a basic example document write"
     "to": "someone@example.com",
@@ -306,3 +308,54 @@ APP_REFUSALS = {
 def test_what_an_app_may_trip_on(line, inbox, case) -> None:
     document, expected = APP_REFUSALS[case]
     assert refused(line, inbox, case, document) == expected.format(templates=line.templates, users=line.users)
+
+
+# --- from the extension's configuration to this function -----------------------------------------------------------
+
+
+@pytest.fixture
+def imported_environment(tmp_path):
+    """The extension's `ext:export` file (tests/ops/data) imported into a stack, the program run on that stack
+    under Pulumi's mocks: the process_mail function's environment and trigger as they would deploy."""
+    import pulumi
+    from pulumi.runtime import settings as pulumi_settings
+
+    from infra.stack_files import stack_config
+    from ops import import_config
+    from review.harness import PulumiHarness, TEST_PASSWORD
+
+    env_file = ROOT / "tests" / "ops" / "data" / "firestore-send-email.env"
+    code = import_config.main(["extension", str(env_file), "--stack", "migrated", "--project", "acme-mailer-prod",
+                               "--stacks-dir", str(tmp_path), "--write"], out=io.StringIO(), err=io.StringIO())
+    assert code == 0
+    harness = PulumiHarness()
+    try:
+        harness.install("migrated", {**stack_config(tmp_path / "Pulumi.migrated.yaml"), "mailer:smtpPassword": TEST_PASSWORD},
+                        ["mailer:smtpPassword"])
+        function = harness.run_main().function("process_mail").inputs
+    finally:
+        pulumi.runtime.set_all_config({}, [])
+        pulumi_settings.ROOT.set(None)
+    return function["serviceConfig"]["environmentVariables"], function["eventTrigger"]
+
+
+def test_the_imported_extension_configuration_deploys_a_function_that_sends_its_examples(line, inbox, imported_environment) -> None:
+    environment, trigger = imported_environment
+    # As the extension was installed (tests/ops/data/firestore-send-email.env).
+    assert trigger["triggerRegion"] == "nam5"
+    assert {item["attribute"]: item["value"] for item in trigger["eventFilters"]} == {"database": "(default)", "document": "mail/{docId}"}
+    assert {name: environment.get(name) for name in (
+        "MAIL_COLLECTION", "DATABASE", "DEFAULT_FROM", "DEFAULT_REPLY_TO", "USERS_COLLECTION", "TEMPLATES_COLLECTION",
+        "TTL_EXPIRE_TYPE", "TTL_EXPIRE_VALUE", "SMTP_CONNECTION_URI")} == {
+        "MAIL_COLLECTION": "mail", "DATABASE": "(default)", "DEFAULT_FROM": "Acme <noreply@acme.example>",
+        "DEFAULT_REPLY_TO": "support@acme.example", "USERS_COLLECTION": "users", "TEMPLATES_COLLECTION": "email-templates",
+        "TTL_EXPIRE_TYPE": "day", "TTL_EXPIRE_VALUE": "30", "SMTP_CONNECTION_URI": "smtp://postmaster@mg.acme.example:587",
+    }
+    # That environment, on this machine: the local inbox instead of Mailgun, the test's collections, no event publisher.
+    local = {"SMTP_CONNECTION_URI", "GOOGLE_CLOUD_PROJECT", "MAIL_COLLECTION", "USERS_COLLECTION", "TEMPLATES_COLLECTION"}
+    line.configure(**{name: value for name, value in environment.items() if name not in local and not name.startswith("EVENTS")})
+    delivery = delivered(line, "migrated", HTML_BASIC)
+    message = received(inbox)
+    assert str(message["From"]) == "Acme <noreply@acme.example>" and str(message["Reply-To"]) == "support@acme.example"
+    assert body(message, "html") == "This is an <code>HTML</code> email body."
+    assert timedelta(days=29) < delivery["expireAt"] - delivery["endTime"] <= timedelta(days=31)
