@@ -8,6 +8,9 @@
     --inbox-fault SPEC              make the SMTP inbox misbehave (refuse, rcpt:451, data:554,
                                     stall:data:40, ...; see local.inbox); `make send ARGS="--inbox-fault
                                     SPEC"` changes it while serving
+    --xoauth2                       the inbox takes SASL XOAUTH2 only, with bearer tokens from a local
+                                    OAuth2 token endpoint; the function gets a client secret and a
+                                    refresh token instead of a password (SMTP_OAUTH2_*)
 
 While serving, a watchdog checks every part a few times a second; when one dies (a process exits, the
 trigger bridge loses the change feed), it prints one line naming it and its log, stops everything and
@@ -201,6 +204,15 @@ def _print_summary(stack: LocalStack, results: Sequence[SampleResult], out: Text
         f"{received} messages in {_shown(stack.inbox_dir)}",
         file=out,
     )
+    if stack.token_endpoint is not None:  # XOAUTH2 mode (issue 11)
+        print(_xoauth2_line(stack), file=out)
+
+
+def _xoauth2_line(stack: LocalStack) -> str:
+    endpoint = stack.token_endpoint
+    assert endpoint is not None
+    return (f"XOAUTH2: {endpoint.grants} access token(s) issued by the local token endpoint {endpoint.url} "
+            "(each function process refreshes once per token lifetime, not per email)")
 
 
 def _sweeps(stack: LocalStack) -> str:
@@ -225,7 +237,9 @@ def _print_serving(stack: LocalStack, state_file: Path, out: TextIO) -> None:
         f"  function  {stack.function_url}  process_mail, once per new document (log: {_shown(stack.function_log)})\n"
         f"  sweep     {stack.sweep_url}  sweep_mail, every {stack.sweep_seconds:g} s: retries, sendAt "
         f"(log: {_shown(stack.sweep_log)})\n"
-        f"  smtp      {stack.inbox.host}:{stack.inbox.port}  STARTTLS + AUTH, CA {_shown(stack.state_dir / 'tls' / 'ca.pem')}\n"
+        f"  smtp      {stack.inbox.host}:{stack.inbox.port}  STARTTLS + AUTH"
+        f"{' XOAUTH2 (tokens from ' + stack.token_endpoint.url + ')' if stack.token_endpoint else ''}, "
+        f"CA {_shown(stack.state_dir / 'tls' / 'ca.pem')}\n"
         f"  state     {_shown(state_file)}\n"
         f'  send      make send ARGS="--to you@example.com --subject Hi --text Hello{_state_dir_flag(stack.state_dir)}"\n'
         f'  faults    make send ARGS="--inbox-fault data:451{_state_dir_flag(stack.state_dir)}"  (now: '
@@ -292,6 +306,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--inbox-fault", type=_fault_list, action="append", default=[], metavar="SPEC",
                         help=f"inject a fault in the SMTP inbox (repeatable): {FAULT_HELP}; refuse = connection "
                              "refused. While serving, change it with make send ARGS=\"--inbox-fault SPEC\"")
+    parser.add_argument("--xoauth2", action="store_true",
+                        help="authenticate with SASL XOAUTH2: a local OAuth2 token endpoint issues the access tokens "
+                             "the inbox accepts; the function refreshes them from a refresh token (issue 11)")
     for name in ("smtp", "inbox-web", "function", "sweep"):
         parser.add_argument(f"--{name}-port", type=int, default=0, metavar="PORT", help=f"{name} port (default: a free one)")
     return parser.parse_args(argv)
@@ -304,7 +321,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
                   sweep=args.sweep_port)
     stack = LocalStack(args.state_dir.resolve(), stack_file=args.stack_file, ports=ports,
                        templates_dir=args.templates_dir.resolve(), sweep_seconds=args.sweep_seconds,
-                       inbox_faults=[fault for faults in args.inbox_fault for fault in faults])
+                       inbox_faults=[fault for faults in args.inbox_fault for fault in faults], xoauth2=args.xoauth2)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS} if in_main_thread else {}
     started = time.monotonic()

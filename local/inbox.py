@@ -30,10 +30,13 @@ that file (one SPEC a line; a missing file means none) and re-reads it when it c
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import email.parser
 import email.policy
 import hmac
 import itertools
+import json
 import logging
 import os
 import threading
@@ -42,9 +45,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from local.errors import StartError
 from local.mailbox import STORED_STAMP
@@ -153,8 +157,12 @@ class SmtpInbox:
     `folder`. Use as a context manager or call start()/stop()."""
 
     def __init__(self, folder: Path, tls: LocalTls, user: str, password: str, port: int = 0, *,
-                 faults: Sequence[InboxFault] = (), fault_file: Path | None = None) -> None:
+                 faults: Sequence[InboxFault] = (), fault_file: Path | None = None,
+                 token_validator: Callable[[str, str], bool] | None = None) -> None:
+        """token_validator(token, user): offer AUTH XOAUTH2 only (`make demo ARGS=--xoauth2`), accepting
+        the bearer tokens it approves; without it, PLAIN/LOGIN with `user` and `password`."""
         self.folder = folder
+        self._token_validator = token_validator
         self.host = LISTEN_HOST
         self.port = port
         self._tls = tls
@@ -292,6 +300,8 @@ class SmtpInbox:
             auth_required=True,
             auth_require_tls=True,
             authenticator=self._authenticate,
+            # XOAUTH2 mode (issue 11): the token validator replaces the password; else no XOAUTH2.
+            auth_exclude_mechanism=["PLAIN", "LOGIN"] if self._token_validator else ["XOAUTH2"],
             enable_SMTPUTF8=True,
             data_size_limit=MAX_MESSAGE_BYTES,
             loop=self._loop,
@@ -309,6 +319,33 @@ class SmtpInbox:
             return AuthResult(success=True, auth_data=self._user)
         # handled=False makes aiosmtpd answer 535 itself; True would leave the client waiting.
         return AuthResult(success=False, handled=False)
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        """SASL XOAUTH2 (aiosmtpd takes auth_* hooks from the handler): `user=<u>^Aauth=Bearer <t>^A^A`,
+        base64. A token the validator refuses gets the 334 error challenge (base64 JSON, as Gmail sends)
+        and, after the client's empty line, 535."""
+        if self._token_validator is None:
+            return AuthResult(success=False, handled=False)
+        if len(args) == 1:
+            blob = await server.challenge_auth("", encode_to_b64=False)
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                await server.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        parts = blob.decode("utf-8", "replace").split("\x01")
+        fields = dict(part.split("=", 1) for part in parts if "=" in part)
+        user, bearer = fields.get("user", ""), fields.get("auth", "")
+        token = bearer[len("Bearer "):] if bearer.startswith("Bearer ") else ""
+        if token and self._token_validator(token, user):
+            return AuthResult(success=True, auth_data=user)
+        error = json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"})
+        if await server.challenge_auth(error) is MISSING:
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False, handled=False, message="535 5.7.8 Username and Password not accepted")
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:

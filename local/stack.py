@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from google.cloud import firestore
 
@@ -35,6 +36,7 @@ from local.eventarc import pubsub_event
 from local.function import SWEEP_ENTRY_POINT, launch_function, wait_until_serving
 from local.inbox import FAULT_FILE, InboxFault, SmtpInbox, write_fault_file
 from local.inbox_web import InboxWeb
+from local.oauth import LocalTokenEndpoint
 from local.scheduler import SweepScheduler
 from local.stackfile import (
     LOCAL_STACK_FILE,
@@ -73,6 +75,15 @@ SWEEP_CALL_TIMEOUT_SECONDS = 600.0
 SWEEP_MESSAGE = base64.b64decode(SWEEP_MESSAGE_DATA)
 
 
+def xoauth2_uri(smtp_uri: str, endpoint: LocalTokenEndpoint) -> str:
+    """The local SMTP URI with authMethod=XOAUTH2 and the local token endpoint (replacing any authMethod)."""
+    parts = urlsplit(smtp_uri)
+    options = [(name, value) for name, value in parse_qsl(parts.query)
+               if name not in ("authMethod", "oauth2TokenUrl", "oauth2ClientId")]
+    options += [("authMethod", "XOAUTH2"), ("oauth2TokenUrl", endpoint.url), ("oauth2ClientId", endpoint.client_id)]
+    return urlunsplit(parts._replace(query=urlencode(options, quote_via=quote)))
+
+
 @dataclass(frozen=True)
 class DeadPart:
     """A part of the stack that stopped on its own: `name` and `what` happened, and where its log is."""
@@ -95,7 +106,7 @@ def _empty_inbox(folder: Path) -> None:
 class LocalStack:
     def __init__(self, state_dir: Path, *, stack_file: Path = LOCAL_STACK_FILE, ports: Ports = Ports(),
                  templates_dir: Path = TEMPLATES_DIR, sweep_seconds: float | None = DEFAULT_SWEEP_SECONDS,
-                 inbox_faults: Sequence[InboxFault] = ()) -> None:
+                 inbox_faults: Sequence[InboxFault] = (), xoauth2: bool = False) -> None:
         """sweep_seconds: how often the scheduler calls sweep_mail; None starts neither (no retries,
         no sendAt: documents wait in RETRY or PENDING). inbox_faults: injected at start (see local.inbox);
         changed at run time through `fault_file`."""
@@ -107,6 +118,9 @@ class LocalStack:
         self.templates_dir = templates_dir
         self.ports = ports
         self.inbox_faults = tuple(inbox_faults)
+        # XOAUTH2 mode (issue 11): a local token endpoint; the inbox takes its bearer tokens only.
+        self.xoauth2 = xoauth2
+        self.token_endpoint: LocalTokenEndpoint | None = None
         self._processes: list[tuple[str, ManagedProcess]] = []  # watched by check()
         self._resources = ExitStack()
         self.settings: MailerSettings
@@ -162,6 +176,8 @@ class LocalStack:
         inbox = getattr(self, "inbox", None)
         if inbox is not None and not inbox.running:
             return DeadPart("SMTP inbox", "stopped: its thread ended")
+        if self.token_endpoint is not None and not self.token_endpoint.running:
+            return DeadPart("OAuth2 token endpoint", "stopped: its thread ended")
         web_thread = getattr(getattr(self, "web", None), "_thread", None)
         if web_thread is not None and not web_thread.is_alive():
             return DeadPart("inbox web page", "stopped: its thread ended")
@@ -183,9 +199,12 @@ class LocalStack:
             # Secret Manager value does in the cloud.
             password = self._smtp_password = secrets.token_urlsafe(24)
             tls = create_local_tls(self.state_dir / "tls")
+            if self.xoauth2:
+                self.token_endpoint = started.enter_context(LocalTokenEndpoint(smtp_user(settings.smtp_connection_uri)))
             self.inbox = started.enter_context(
                 SmtpInbox(self.inbox_dir, tls, smtp_user(settings.smtp_connection_uri), password, self.ports.smtp,
-                          faults=self.inbox_faults, fault_file=self.fault_file)
+                          faults=self.inbox_faults, fault_file=self.fault_file,
+                          token_validator=self.token_endpoint.valid if self.token_endpoint else None)
             )
             self.web = started.enter_context(InboxWeb(self.inbox_dir, self.ports.inbox_web))
 
@@ -201,11 +220,13 @@ class LocalStack:
             smtp_uri = local_smtp_uri(
                 settings.smtp_connection_uri, host=self.inbox.host, port=self.inbox.port, ca_file=str(tls.ca_file)
             )
+            if self.token_endpoint is not None:
+                smtp_uri = xoauth2_uri(smtp_uri, self.token_endpoint)
             secrets_and_hosts = {"smtp_uri": smtp_uri, "smtp_password": password, "emulator_host": self.emulator.host}
             self._start_functions(
                 started,
-                function_process_environment(settings, **secrets_and_hosts),
-                sweep_process_environment(settings, **secrets_and_hosts) if self.sweep_seconds else None,
+                self._with_oauth2(function_process_environment(settings, **secrets_and_hosts)),
+                self._with_oauth2(sweep_process_environment(settings, **secrets_and_hosts)) if self.sweep_seconds else None,
             )
 
             self.bridge = TriggerBridge(
@@ -223,6 +244,16 @@ class LocalStack:
                 self.scheduler.start()
                 started.callback(self.scheduler.stop)
             self._resources = started.pop_all()
+
+    def _with_oauth2(self, environment: dict[str, str]) -> dict[str, str]:
+        """XOAUTH2 mode: the OAuth2 secrets instead of the password, as Secret Manager would inject them."""
+        endpoint = self.token_endpoint
+        if endpoint is None:
+            return environment
+        environment = {name: value for name, value in environment.items() if name != "SMTP_PASSWORD"}
+        environment["SMTP_OAUTH2_CLIENT_SECRET"] = endpoint.client_secret
+        environment["SMTP_OAUTH2_REFRESH_TOKEN"] = endpoint.refresh_token
+        return environment
 
     def _start_functions(self, started: ExitStack, environment: dict[str, str],
                          sweep_environment: dict[str, str] | None) -> None:
