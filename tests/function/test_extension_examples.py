@@ -299,6 +299,15 @@ APP_REFUSALS = {
                       "replyTo: expected a single address string, got array"),
     "missing-template": ({"to": "a@example.com", "template": {"name": "nowhere", "data": {}}},
                          "template: 'nowhere' does not exist in collection {templates!r}"),
+    "no-subject": ({"to": "a@example.com", "message": {"text": "t"}},
+                   "message.subject: missing subject: set message.subject or use a template that renders one"),
+    "amp-only": ({"to": "a@example.com", "message": {"subject": "s", "amp": "<!doctype html><html ⚡4email><body>a</body></html>"}},
+                 "message.html: an AMP body needs a text or html fallback: set message.html or message.text"),
+    "subject-line-break": ({"to": "a@example.com", "message": {"subject": "Hi\nthere", "text": "t"}},
+                           "message.subject: the subject must not contain CR, LF, NUL or other control characters"),
+    "subject-encoded-word": ({"to": "a@example.com", "message": {"subject": "=?utf-8?q?hi?=", "text": "t"}},
+                             "message.subject: the subject must not contain '=?...?=' (RFC 2047 encoded-word syntax); "
+                             "write plain text, it is encoded when sent"),
     "uid-without-user": ({"toUids": ["nobody"], "message": {"subject": "s", "text": "t"}},
                          "toUids: no recipient remains: none of the 1 user ids has a valid email in {users!r} (see delivery.unresolvedUids)"),
 }
