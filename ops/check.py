@@ -37,6 +37,7 @@ import smtplib
 import socket
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -464,10 +465,14 @@ class Checker:
         except ValueError:
             literal = False
         try:
-            infos = socket.getaddrinfo(settings.host, settings.port, 0, socket.SOCK_STREAM)
+            infos = _resolve(settings.host, settings.port, settings.connection_timeout)
         except socket.gaierror as error:
             self.report.add(Step("DNS", FAIL, timer.ms, f"{settings.host}: {error.strerror or error}",
                                  cause_for_dns(settings.host, error)))
+            return False
+        except TimeoutError:
+            self.report.add(Step("DNS", FAIL, timer.ms, f"{settings.host}: no answer within {settings.connection_timeout:g}s",
+                                 "this machine's DNS resolver does not answer: check its network and resolver settings"))
             return False
         seen: dict[str, tuple[int, tuple[Any, ...]]] = {}
         for family, _type, _proto, _name, sockaddr in infos:
@@ -979,6 +984,27 @@ def _cause_for_xoauth2(settings: SmtpSettings, provider: str | None, challenge: 
         need = f"the scope the server names ({scope})" if scope else "the provider's SMTP scope"
     return (f"the server refused the access token: the URI's user ({settings.username}) must be the mailbox that "
             f"authorized the refresh token, and the token needs {need}")
+
+
+def _resolve(host: str, port: int, timeout: float) -> list[Any]:
+    """getaddrinfo, given up on after `timeout` (the lookup itself cannot be interrupted: it is left to
+    finish in a daemon thread). Raises socket.gaierror or TimeoutError."""
+    outcome: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except socket.gaierror as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=lookup, name="check-dns", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        raise TimeoutError(host)
+    if isinstance(outcome[0], socket.gaierror):
+        raise outcome[0]
+    return outcome[0]
 
 
 def _peer(sockaddr: tuple[Any, ...]) -> str:

@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -440,3 +442,21 @@ def test_stack_with_a_provider_preset_checks_the_resolved_server(tmp_path: Path,
     assert (settings.scheme, settings.host, settings.port, settings.auth_method) == ("smtp", "smtp.office365.com", 587, "XOAUTH2")
     assert settings.oauth2_client_id == "00000000-1111-2222-3333-444444444444"
     assert target.oauth2_note is not None and "--secret acme-mail-oauth2-refresh-token --project acme-mailer-check" in target.oauth2_note
+
+
+def test_a_resolver_that_does_not_answer_fails_dns_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The one stand-in here: a resolver that hangs cannot be started per process (it is resolv.conf's).
+    release = threading.Event()
+
+    def hanging_lookup(*_: object, **__: object) -> list[object]:
+        release.wait(10)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(check.socket, "getaddrinfo", hanging_lookup)
+    started = time.monotonic()
+    try:
+        code, text = run("--uri", f"smtps://{USER}@smtp.slow-dns.example:465", "--timeout", "0.5", password=SECRET)
+    finally:
+        release.set()
+    assert code == 1 and time.monotonic() - started < 5, text
+    assert "FAIL  DNS" in text and "no answer within 0.5s" in text and "resolver does not answer" in text
