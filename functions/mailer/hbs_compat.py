@@ -48,6 +48,9 @@ class _Unsupported(Exception):
     """The source is not one this module can rewrite; the engine gets it unchanged (and reports it)."""
 
 
+_BRACE_AFTER_TAG = "'}' right after a tag's closing braces (Handlebars.js reads '}}}' there and refuses the template)"
+
+
 # --- tokens: where the engine sees tags (a port of its scanner, without its whitespace passes) ---------
 
 
@@ -165,6 +168,8 @@ def _scan(source: str) -> list[_Tag | _Content]:
                 end, closer, strip_close = p1, 3, False
             else:
                 end, closer, strip_close = p2, 4, True
+            if not strip_close and source.startswith("}", end + closer):
+                raise ValueError(_BRACE_AFTER_TAG)
             parts.append(_Tag(source[body_start:end].strip(), open=strip_open, close=strip_close, triple=True))
             i = end + closer
             continue
@@ -175,6 +180,8 @@ def _scan(source: str) -> list[_Tag | _Content]:
         strip_open, strip_close = body.startswith("~"), body.endswith("~")
         body = body[1:] if strip_open else body
         body = body[:-1] if strip_close else body
+        if not strip_close and source.startswith("}", end + 2) and body.strip() not in ("else", "^") and not body.startswith("!"):
+            raise ValueError(_BRACE_AFTER_TAG)
         parts.append(_Tag(body.strip(), open=strip_open, close=strip_close))
         i = end + 2
     text(pending)
@@ -603,8 +610,9 @@ def _with_length_lookups(tag: _Tag) -> None:
 
 def rewrite(source: str, *, strict: bool = False) -> str:
     """`source` with Handlebars.js's whitespace rules applied, written so the engine keeps its text as is.
-    A source this cannot read (a syntax error) is returned unchanged, for the engine to report. Unless
-    `strict` (where a missing value must stay an error), `x.length` paths become lookups."""
+    A source this cannot read (a syntax error) is returned unchanged, for the engine to report; a few that
+    the engine would accept and Handlebars.js refuses raise ValueError. Unless `strict` (where a missing
+    value must stay an error), `x.length` paths become lookups."""
     if "{{" not in source:
         return source
     try:

@@ -134,12 +134,16 @@ def _error_offset(source: str, compile_source: Callable[[str], object]) -> int |
 
 def compile_source(handlebars: Handlebars, source: str, where: str) -> Render:
     """Compile one field; a syntax error becomes a TemplateError naming `where` and the position."""
+
+    def compile_rewritten(text: str) -> Render:
+        return handlebars.compile(hbs_compat.rewrite(text, strict=handlebars.strict))
+
     try:
-        return handlebars.compile(hbs_compat.rewrite(source, strict=handlebars.strict))
+        return compile_rewritten(source)
     except TemplateRecursionError:
         raise TemplateError(f"{where} nests blocks too deeply") from None
     except ValueError as error:
-        offset = _error_offset(source, handlebars.compile)
+        offset = _error_offset(source, compile_rewritten)
         position = f" at {_position(source, offset)}" if offset is not None else ""
         raise TemplateError(f"{where} has a syntax error{position}: {one_line(str(error))}") from None
 

@@ -266,6 +266,9 @@ EDGES = [
     edge("error-unclosed-block", "{{#if yes}}open"),
     edge("error-mismatched-close", "{{#if yes}}x{{/each}}"),
     edge("error-if-without-argument", "{{#if}}x{{/if}}"),
+    edge("error-brace-after-tag", "{{name}}}"),
+    edge("error-brace-after-triple", "{{{name}}}}"),
+    edge("brace-after-tilde-else-comment", "{{name~}}} {{#if no}}{{else}}}{{/if}} {{! c }}}"),
     edge("raw-block-missing", "a{{{{nowhere}}}}{{name}}{{{{/nowhere}}}}b"),
     # Handlebars.js quirks we do not copy (see EXPECTED_DIFFERENCES)
     edge("numbers-adjacent", "{{one}}{{float}}"),
