@@ -17,7 +17,8 @@ attributes, JSON data) or EVENTS_CHANNEL (Eventarc, structured JSON CloudEvents)
 are imported the first time an event is published, never when EVENTS is empty: cold start does not grow.
 
 A publish is one synchronous call with a short deadline and no retry: a failure is logged (types, document
-path, error class; never addresses or the record) and the mail goes on. The document's `delivery` stays
+path, error class; never addresses or the record) and the mail goes on; the next event opens a new
+connection. The document's `delivery` stays
 the truth; each event's id is derived from the transition, so a consumer can drop a copy by `id`.
 """
 
@@ -124,6 +125,9 @@ class _PubSubPublisher:
             messages.append(self._message(data=data, attributes=attributes))
         self._client.publish(topic=self._topic, messages=messages, retry=None, timeout=PUBLISH_TIMEOUT_SECONDS)
 
+    def close(self) -> None:
+        self._client.transport.close()
+
 
 class _EventarcPublisher:
     """An Eventarc channel: PublishEvents with structured JSON CloudEvents (`text_events`)."""
@@ -146,14 +150,33 @@ class _EventarcPublisher:
             request={"channel": self._channel, "text_events": texts}, retry=None, timeout=PUBLISH_TIMEOUT_SECONDS
         )
 
+    def close(self) -> None:
+        self._client.transport.close()
+
 
 _publishers: dict[EventSettings, Any] = {}
 _publishers_lock = threading.Lock()
 
 
+def _destination(config: EventSettings) -> EventSettings:
+    return EventSettings(names=(), topic=config.topic, channel=config.channel, endpoint=config.endpoint)
+
+
+def forget_publisher(config: EventSettings) -> None:
+    """Drop the destination's publisher after a failure, so the next event opens a new connection at once
+    instead of waiting out gRPC's reconnect backoff (up to two minutes) on the old one."""
+    with _publishers_lock:
+        publisher = _publishers.pop(_destination(config), None)
+    if publisher is not None:
+        try:
+            publisher.close()
+        except Exception:  # closing a broken channel must not matter either
+            pass
+
+
 def publisher_for(config: EventSettings) -> Any:
-    """One publisher (one gRPC channel) per destination for the life of the instance."""
-    key = EventSettings(names=(), topic=config.topic, channel=config.channel, endpoint=config.endpoint)
+    """One publisher (one gRPC channel) per destination for the life of the instance, until a publish fails."""
+    key = _destination(config)
     with _publishers_lock:
         if key not in _publishers:
             if config.topic:
@@ -184,6 +207,7 @@ def emit(
         code_name = getattr(getattr(exc, "grpc_status_code", None), "name", None)
         log.warning("lifecycle event not published", extra={"fields": {
             **fields, "exception": type(exc).__name__, **({"grpcCode": code_name} if code_name else {})}})
+        forget_publisher(config)
         return []
     log.debug("lifecycle events published", extra={"fields": fields})
     return names

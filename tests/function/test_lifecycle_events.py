@@ -237,13 +237,7 @@ def test_a_failed_publish_never_blocks_or_duplicates_the_mail(line, server, pubs
     assert record["state"] == "SUCCESS" and record["attempts"] == 1
     assert time.monotonic() - started < 5
     assert len(server.messages) == 1 and pubsub_receiver.events == []
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        lines = [json.loads(text) for text in log_stream.getvalue().splitlines()]
-        warnings = [entry for entry in lines if entry["message"] == "lifecycle event not published"]
-        if len(warnings) >= 2:
-            break
-        time.sleep(0.05)
+    warnings = warnings_logged(log_stream, 2)
     assert [entry["eventTypes"] for entry in warnings] == [["onStart", "onProcessing"], ["onSuccess", "onComplete"]]
     assert all(entry["severity"] == "WARNING" and entry["document"] == f"{line.collection}/unheard" for entry in warnings)
     if fault != "receiver down":
@@ -252,11 +246,23 @@ def test_a_failed_publish_never_blocks_or_duplicates_the_mail(line, server, pubs
     assert "ada@example.com" not in output and SMTP_PASSWORD not in output
 
 
-def test_a_receiver_back_up_gets_the_next_transitions(line, server, pubsub_receiver):  # noqa: F811
+def warnings_logged(log_stream, count: int, timeout: float = 5.0) -> list[dict]:
+    """The "not published" warnings, once `count` of them are there (the function publishes after it writes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [json.loads(text) for text in log_stream.getvalue().splitlines()]
+        warnings = [entry for entry in lines if entry["message"] == "lifecycle event not published"]
+        if len(warnings) >= count or time.monotonic() > deadline:
+            return warnings
+        time.sleep(0.05)
+
+
+def test_a_receiver_back_up_gets_the_next_transitions(line, server, pubsub_receiver, log_stream):  # noqa: F811
     pubsub_receiver.stop()
     server.behaviour = GREYLISTED
     assert line.send("flaky", MAIL)["state"] == "RETRY"
-    pubsub_receiver.start()  # same port: the function's cached channel reconnects
+    assert [entry["eventTypes"] for entry in warnings_logged(log_stream, 2)] == [["onStart", "onProcessing"], ["onRetry"]]
+    pubsub_receiver.start()  # same port; after a failure the function opens a new connection
     server.behaviour = Behaviour()
     assert sweep_when_due(line, "flaky")["state"] == "SUCCESS"
     assert settled(pubsub_receiver, "flaky", 3) == ["onProcessing", "onSuccess", "onComplete"]
