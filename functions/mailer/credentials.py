@@ -74,6 +74,7 @@ class PinnedSecret(Secret):
 
     def __init__(self, name: str, value: str) -> None:
         self.name = name
+        self._configured = value  # what identifies it (a stored replacement does not: see __eq__)
         self._value = value
         self._lock = threading.Lock()
 
@@ -89,11 +90,13 @@ class PinnedSecret(Secret):
             "%s_SECRET to have rotated values stored in Secret Manager", self.name, self.name,
         )
 
+    # Compared by the configured value: the settings of the next invocation (the same environment) must
+    # find the pool, and its token source, that holds a rotated replacement.
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, PinnedSecret) and (other.name, other._value) == (self.name, self._value)
+        return isinstance(other, PinnedSecret) and (other.name, other._configured) == (self.name, self._configured)
 
     def __hash__(self) -> int:
-        return hash((self.name, self._value))
+        return hash((self.name, self._configured))
 
 
 class ManagedSecret(Secret):

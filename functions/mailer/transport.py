@@ -404,6 +404,10 @@ class _Connection:
                     log.info("SMTP server %s refused the password; %s has a new value, trying it",
                              settings.address, source.name)
                     code, reply = self._auth_password(method, fresh)
+                if code == 535:
+                    raise DeliveryError(
+                        f"SMTP {_reply_line(code, reply)} (the password from {source.name} was read again "
+                        "and its latest version was refused too)", transient=False, code=code)
         except CredentialError as exc:
             raise DeliveryError(exc.message, transient=exc.transient) from None
         if code != 235:

@@ -72,6 +72,7 @@ def test_a_refused_password_that_did_not_change_is_an_error_after_one_reread(lin
     line.start_bridge()
     delivery = line.send("wrong", HELLO)
     assert delivery["state"] == "ERROR" and "535" in delivery["error"]
+    assert "SMTP_PASSWORD_SECRET was read again" in delivery["error"]
     assert secret_manager.accesses[PASSWORD_SECRET] == 2  # read, then re-read once: no loop
     assert len(server.auth_attempts) == 1  # same value: not sent twice
     assert_hidden([FIRST], caplog.text, delivery)

@@ -357,3 +357,18 @@ def test_pool_for_keeps_the_token_across_calls(setup) -> None:
         send(pool_for(uri, None, creds), f"via pool_for {number}")
     assert s.tokens.grants == 1 and len(s.server.messages) == 3
     pool_for(uri, None, credentials(s.refresh_token, "other-secret")).close()  # another config: new pool
+
+
+def test_a_rotated_pinned_refresh_token_survives_the_next_invocations_settings(setup) -> None:
+    """Each invocation builds its settings (and Credentials) from the same environment: pool_for must
+    find the pool whose token source holds the rotated refresh token, not start over with the original
+    one (which the endpoint revoked when it rotated it)."""
+    s = setup()
+    s.tokens.rotate = s.tokens.revoke_rotated = True
+    uri = xoauth2_uri(s.server, s.tokens, pool=False)
+    pool = pool_for(uri, None, credentials(s.refresh_token))
+    for number in range(3):
+        assert pool_for(uri, None, credentials(s.refresh_token)) is pool  # as the handler calls it
+        send(pool_for(uri, None, credentials(s.refresh_token)), f"invocation {number}")
+        s.tokens.expire_access_tokens()
+    assert s.tokens.grants == 3 and len(s.server.messages) == 3
