@@ -186,16 +186,17 @@ def _build_uri(scheme: str, user: Optional[str], host: str, port: int | str, opt
 
 
 def _split_uri(uri: str) -> tuple[str, Optional[str], bool, str, str]:
-    """(scheme, user, had_password, host:port, query) of an smtp[s] URI, splitting as nodemailer does:
-    the userinfo ends at the last '@' before the query. The password itself is dropped here."""
+    """(scheme, user, had_password, host:port, query) of an smtp[s] URI. The userinfo ends at the last '@'
+    of the whole URI, so a password holding an unencoded '/', '?', '#' or '@' never ends up in the host, the
+    port or the query (from where it would be written to the stack file). The password is dropped here."""
     scheme, sep, rest = uri.partition("://")
     if not sep:
         raise ImportError_("SMTP_CONNECTION_URI: expected smtp://... or smtps://...")
-    authority, _, query = rest.partition("?")
-    authority = authority.rstrip("/")
-    userinfo, at, hostport = authority.rpartition("@")
+    userinfo, at, hostquery = rest.rpartition("@")
+    hostport, _, query = hostquery.partition("?")
+    hostport = hostport.rstrip("/")
     if not at:
-        return scheme.lower(), None, False, authority, query
+        return scheme.lower(), None, False, hostport, query
     user, colon, _password = userinfo.partition(":")
     return scheme.lower(), user or None, bool(colon), hostport, query
 

@@ -410,3 +410,16 @@ def test_a_template_the_deployment_would_refuse_stops_the_write(firestore_emulat
     assert (f"The result fails the config model or the template checks:\n  {tmp_path / 'templates' / 'huge.yaml'}: subject: "
             "the document would be over 1000000 bytes") in out
     assert not (tmp_path / "templates").exists()
+
+
+@pytest.mark.parametrize("password", ["Pq7/Zx9?Kw3#Vb5@Mn1:Jh2", "Qz8?Wy4", "Rx6@Tu2", "Sl5/Vw3", "Hx4#Yk8"])
+def test_a_password_with_uri_delimiters_in_the_uri_is_left_out_whole(tmp_path: Path, password: str) -> None:
+    env = tmp_path / "firestore-send-email.env"
+    env.write_text("DATABASE_REGION=nam5\nDEFAULT_FROM=noreply@acme.example\n"
+                   f"SMTP_CONNECTION_URI=smtps://mailer:{password}@smtp.acme.example:465\n")
+    code, out, err = extension(tmp_path, "--write", env=env)
+    assert code == 0, out + err
+    written = (tmp_path / "stacks" / "Pulumi.acme.yaml").read_text()
+    assert yaml.safe_load(written)["config"]["mailer:smtpConnectionUri"] == "smtps://mailer@smtp.acme.example:465"
+    for piece in {password, *re.split(r"[/?#@:]", password)} - {""}:
+        assert piece not in out + err + written
