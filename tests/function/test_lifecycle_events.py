@@ -87,6 +87,9 @@ def test_a_sent_email_publishes_start_processing_success_complete_once_each(line
     assert success["messageId"] == record["messageId"] and success["attempts"] == 1
     assert success["endTime"] == record["endTime"].isoformat().replace("+00:00", "Z")
     assert len(server.messages) == 1
+    # The delivery record only: no message content, and never the SMTP password.
+    published = json.dumps(events)
+    assert SMTP_PASSWORD not in published and "Events" not in published and "body" not in published
 
 
 def test_a_retry_then_success_publishes_each_transition_once(line, server, pubsub_receiver):  # noqa: F811
