@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TextIO
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import yaml
 
@@ -67,6 +67,16 @@ LOGTO_CONTENT_TYPES = {"text/plain": "text", "text/html": "html"}
 # Logto's zod defaults for the connection timeouts (ms): not carried, this function's are shorter on purpose.
 LOGTO_DEFAULT_TIMEOUTS = {"connectionTimeout": 120_000, "greetingTimeout": 30_000, "socketTimeout": 600_000}
 TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+# SMTP_CONNECTION_URI options the function reads (mailer.smtp_uri.KNOWN_OPTIONS; tests/ops ties the two). The
+# function refuses any other option, so the import carries these, renames nodemailer's TLS spellings and
+# lists the rest as not carried.
+KNOWN_URI_OPTIONS = (
+    "allowPlaintextAuth", "authMethod", "connectionTimeout", "greetingTimeout", "ignoreTLS", "maxConnections",
+    "maxMessages", "name", "oauth2ClientId", "oauth2TokenUrl", "pool", "requireTLS", "socketTimeout", "tlsCaFile",
+    "tlsRejectUnauthorized", "tlsServername",
+)
+RENAMED_URI_OPTIONS = {"tls.rejectUnauthorized": "tlsRejectUnauthorized", "tls.servername": "tlsServername",
+                       "servername": "tlsServername"}
 SAMPLE_VALUES = {"code": "123456", "link": "https://example.com/verify?token=abc", "locale": "en"}
 # Stack keys in the order the stack file lists them.
 KEY_ORDER = (
@@ -362,6 +372,7 @@ def _extension_password(plan: Plan, values: Mapping[str, str], *, project: str, 
         except ImportError_ as error:
             plan.skip("SMTP_CONNECTION_URI", str(error))
         else:
+            query = _carried_options(plan, query)
             rebuilt = f"{scheme}://{_user_part(user) + '@' if user else ''}{hostport}{'?' + query if query else ''}"
             plan.set("mailer:smtpConnectionUri", rebuilt, "SMTP_CONNECTION_URI" + (" (its password left out)" if had_password else ""))
     reference = values.get("SMTP_PASSWORD", "")
@@ -380,6 +391,21 @@ def _extension_password(plan: Plan, values: Mapping[str, str], *, project: str, 
     else:
         plan.secrets.append(SecretStep(PASSWORD_KEY, "nowhere: the extension had no SMTP password",
                                        f"pulumi config set --secret {PASSWORD_KEY} --stack {shlex.quote(stack)}   # this program requires one"))
+
+
+def _carried_options(plan: Plan, query: str) -> str:
+    """The URI's query with the options the function reads; the others listed as not carried."""
+    if not query:
+        return ""
+    kept: list[tuple[str, str]] = []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        target = RENAMED_URI_OPTIONS.get(name, name)
+        if target in KNOWN_URI_OPTIONS:
+            kept.append((target, value))
+        else:
+            plan.skip(f"SMTP_CONNECTION_URI option {name}",
+                      f"not an option of this function (it refuses unknown options; it reads {', '.join(KNOWN_URI_OPTIONS)})")
+    return urlencode(kept, safe="/:")
 
 
 def _extension_oauth2(plan: Plan, values: Mapping[str, str], *, project: str, stack: str, declared: Mapping[str, str]) -> None:

@@ -423,3 +423,19 @@ def test_a_password_with_uri_delimiters_in_the_uri_is_left_out_whole(tmp_path: P
     assert yaml.safe_load(written)["config"]["mailer:smtpConnectionUri"] == "smtps://mailer@smtp.acme.example:465"
     for piece in {password, *re.split(r"[/?#@:]", password)} - {""}:
         assert piece not in out + err + written
+
+
+def test_uri_options_the_function_reads_are_carried_and_the_others_listed(tmp_path: Path) -> None:
+    from mailer.smtp_uri import KNOWN_OPTIONS
+    assert import_config.KNOWN_URI_OPTIONS == KNOWN_OPTIONS  # the import's copy follows the function
+    env = tmp_path / "firestore-send-email.env"
+    env.write_text("DATABASE_REGION=nam5\nDEFAULT_FROM=noreply@acme.example\n"
+                   "SMTP_CONNECTION_URI=smtp://mailer@smtp.acme.example:587?pool=true&tls.rejectUnauthorized=false&debug=true&maxConnections=3\n")
+    code, out, _ = extension(tmp_path, "--write", env=env)
+    assert code == 0, out
+    config = yaml.safe_load((tmp_path / "stacks" / "Pulumi.acme.yaml").read_text())["config"]
+    assert config["mailer:smtpConnectionUri"] == "smtp://mailer@smtp.acme.example:587?pool=true&tlsRejectUnauthorized=false&maxConnections=3"
+    assert "SMTP_CONNECTION_URI option debug: not an option of this function" in out
+    from mailer.smtp_uri import parse_smtp_uri
+    settings = parse_smtp_uri(config["mailer:smtpConnectionUri"], password_override="x")  # the function reads it
+    assert settings.tls_reject_unauthorized is False and settings.max_connections == 3
