@@ -12,6 +12,7 @@ inputs, encoded non-ASCII, folding that cannot open a new header line); nothing 
 from __future__ import annotations
 
 import functools
+import json
 import mimetypes
 import re
 from dataclasses import dataclass
@@ -20,10 +21,12 @@ from typing import TYPE_CHECKING
 
 from mailer import mime
 from mailer.addresses import Mailbox
+from mailer.dsn import DsnRequest
 from mailer.document import (
     Attachment,
     MailInputError,
     MailRequest,
+    SendGridOptions,
     check_attachment,
     check_body,
     check_subject,
@@ -47,6 +50,7 @@ class ComposeDefaults:
     default_from: Mailbox | None
     default_reply_to: Mailbox | None
     max_message_bytes: int
+    sendgrid: bool = False  # mail goes through SendGrid (settings.sendgrid): SendGrid fields may be used
 
 
 @dataclass
@@ -56,6 +60,7 @@ class ComposedMail:
     recipients: list[str]  # to + cc + bcc, de-duplicated, first occurrence kept
     smtputf8: bool  # headers may hold UTF-8 (RFC 6532): send with the SMTPUTF8 extension
     message_id: str  # as in the header: "<...@...>"
+    dsn: DsnRequest | None = None  # RFC 3461 parameters for MAIL FROM / RCPT TO (the document's dsn)
 
     @functools.cached_property
     def message(self) -> EmailMessage:
@@ -86,6 +91,8 @@ def compose(
     subject = _required_subject(request.subject)
     _require_body(request)
     headers = parse_headers(request.headers)
+    smtpapi = smtpapi_header(request.sendgrid, headers, defaults.sendgrid)
+    _check_dsn(request, recipients)
     for index, attachment in enumerate(request.attachments):
         check_attachment(attachment, f"message.attachments[{index}]")
 
@@ -107,6 +114,8 @@ def compose(
     head.append("MIME-Version: 1.0\r\n")
     for name, value in headers.items():
         head.append(mime.unstructured(name, value, smtputf8))
+    if smtpapi is not None:
+        head.append(mime.folded_ascii(SMTPAPI_HEADER, smtpapi[0], smtpapi[1]))
     payload = mime.entity_bytes(_render(_body_tree(request), smtputf8), smtputf8, head)
 
     _check_size(payload, defaults.max_message_bytes)
@@ -116,6 +125,7 @@ def compose(
         recipients=recipients,
         smtputf8=smtputf8,
         message_id=message_id,
+        dsn=request.dsn,
     )
 
 
@@ -232,3 +242,59 @@ def _check_size(serialized: bytes, limit: int) -> None:
         for number, line in enumerate(serialized.split(b"\r\n"), start=1):
             if len(line) > MAX_LINE_OCTETS:
                 raise MailInputError("message", f"line {number} of the message is {len(line)} octets, over SMTP's 998")
+
+
+# -- SendGrid's X-SMTPAPI header and the dsn envelope check (issue 12 items 4 and 5) -------------------
+SMTPAPI_HEADER = "X-SMTPAPI"
+# SendGrid documents 10,000 bytes for the unique arguments of the SMTP API JSON; the whole JSON is held to
+# it, so a document cannot make a header SendGrid may cut or refuse.
+MAX_SMTPAPI_BYTES = 10_000
+
+
+def smtpapi_header(options: SendGridOptions | None, headers: dict[str, str], sendgrid: bool) -> tuple[str, str] | None:
+    """(JSON text, field to blame) of SendGrid's X-SMTPAPI header for the document's SendGrid fields, or
+    None when it has none. Refuses them when mail does not go through SendGrid, and a document that also
+    sets the header itself. The JSON is ASCII (non-ASCII as \\u escapes) with a space after each , and :
+    so mime.folded_ascii can fold it between tokens (SendGrid: fold it under 1,000 characters a line)."""
+    if options is None:
+        return None
+    if not sendgrid:
+        raise MailInputError(
+            options.fields[0],
+            "SendGrid-only field (sent in SendGrid's X-SMTPAPI header), but mail does not go through SendGrid: "
+            "set SMTP_PROVIDER=sendgrid (or an SMTP_CONNECTION_URI with host smtp.sendgrid.net) or remove the field",
+        )
+    for name in headers:
+        if name.lower() == SMTPAPI_HEADER.lower():
+            raise MailInputError(
+                f"headers.{name}",
+                f"set either this header or the SendGrid fields ({', '.join(options.fields)}), not both: SendGrid reads only one X-SMTPAPI header",
+            )
+    parts: dict[str, tuple[str, object]] = {}  # JSON key -> (document field, value)
+    if options.categories:
+        parts["category"] = ("categories", list(options.categories))
+    if options.custom_args:
+        parts["unique_args"] = ("sendGrid.customArgs", dict(options.custom_args))
+    if options.ip_pool:
+        parts["ip_pool"] = ("sendGrid.ipPoolName", options.ip_pool)
+    if options.filters:
+        blame = "sendGrid.mailSettings" if "sendGrid.mailSettings" in options.fields else "sendGrid.templateId"
+        parts["filters"] = (blame, dict(options.filters))
+    document = {key: value for key, (_, value) in parts.items()}
+    text = json.dumps(document, ensure_ascii=True, separators=(", ", ": "))
+    if len(text) > MAX_SMTPAPI_BYTES:
+        largest = max(parts.values(), key=lambda part: len(json.dumps(part[1], ensure_ascii=True)))[0]
+        raise MailInputError(
+            largest, f"SendGrid's X-SMTPAPI header would be {len(text)} bytes of JSON, over the limit of {MAX_SMTPAPI_BYTES}"
+        )
+    return text, parts[next(iter(parts))][0] if len(parts) == 1 else ", ".join(field for field, _ in parts.values())
+
+
+def _check_dsn(request: MailRequest, recipients: list[str]) -> None:
+    dsn = request.dsn
+    if dsn is not None and dsn.orcpt is not None and len(recipients) > 1:
+        raise MailInputError(
+            "dsn.recipient",
+            f"names the original recipient of one RCPT (ORCPT), but this mail has {len(recipients)} envelope recipients; "
+            "leave dsn.recipient out or send one document per recipient",
+        )

@@ -33,6 +33,7 @@ from mailer.addresses import (
     shown,
     text_problem,
 )
+from mailer.dsn import MAX_ENVID_CHARS, MAX_ORCPT_CHARS, NOTIFY_VALUES, RETURNS, DsnRequest, xtext
 
 MESSAGE_KEYS = ("subject", "text", "html", "amp", "attachments")
 TEMPLATE_KEYS = ("name", "data", "fallback")
@@ -128,6 +129,8 @@ class MailRequest:
     amp: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
     template: TemplateRef | None = None
+    sendgrid: SendGridOptions | None = None  # categories and sendGrid.*: sent in X-SMTPAPI (SendGrid only)
+    dsn: DsnRequest | None = None  # delivery status notifications asked of the SMTP server (RFC 3461)
 
 
 def parse_mail_document(data: dict) -> MailRequest:
@@ -146,6 +149,8 @@ def parse_mail_document(data: dict) -> MailRequest:
             reply_to=_single_address(data, "replyTo"),
             headers=parse_headers(data.get("headers")),
             template=_template(data.get("template")),
+            sendgrid=parse_sendgrid(data),
+            dsn=parse_dsn(data.get("dsn")),
         )
     except AddressError as error:
         raise MailInputError(error.field, error.reason) from None
@@ -193,6 +198,9 @@ def check_document_id(value: object, field: str, what: str) -> str:
         raise MailInputError(field, f"{what} must not be empty")
     if "/" in value or value in (".", "..") or _RESERVED_ID.fullmatch(value):
         raise MailInputError(field, f"{shown(value)} is not a valid document id ({what} must not contain '/', be '.' or '..', or look like __name__)")
+    problem = text_problem(value)  # a lone surrogate cannot be encoded (found by the fuzz test)
+    if problem:
+        raise MailInputError(field, f"{what} {problem}")
     if len(value.encode("utf-8")) > 1500:
         raise MailInputError(field, f"{what} must be at most 1500 bytes")
     return value
@@ -446,3 +454,274 @@ def cid_value(cid: str) -> str:
     if cid.startswith("<") and cid.endswith(">"):
         return cid[1:-1]
     return cid
+
+
+# -- SendGrid fields and dsn (issue 12 items 4 and 5) -----------------------------------------------
+# The extension reads `categories` at the top level and the rest under `sendGrid` (its QueuePayload and
+# zod schema): categories: string[]; sendGrid: {templateId, dynamicTemplateData, mailSettings,
+# customArgs: {string: string}, ipPoolName}. It sends them through SendGrid's v3 Web API; this function
+# speaks SMTP, so they travel in SendGrid's X-SMTPAPI header (compose.smtpapi_header), which can carry
+# categories, unique_args, ip_pool and per-message filters but not dynamic templates.
+
+SENDGRID_KEYS = ("templateId", "dynamicTemplateData", "mailSettings", "customArgs", "ipPoolName")
+MAX_CATEGORIES = 10  # SendGrid: up to 10 categories per message
+MAX_CATEGORY_CHARS = 255  # SendGrid v3 mail send: a category is at most 255 characters
+MIN_IP_POOL_CHARS, MAX_IP_POOL_CHARS = 2, 64  # SendGrid v3 mail send: ip_pool_name
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+_IP_POOL = re.compile(r"[\x21-\x7e]+")
+_LEGACY_TEMPLATE_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NO_DYNAMIC_TEMPLATES = (
+    "SendGrid's SMTP API (the X-SMTPAPI header this function uses) cannot send dynamic templates; only its "
+    "v3 Web API can. Render the mail here instead (template {name, data} from TEMPLATES_COLLECTION)"
+)
+# mailSettings keys (as @sendgrid/mail takes them, camelCase, or as the v3 API spells them) -> SMTP filter.
+_MAIL_SETTING_FILTERS = {
+    "bypassListManagement": "bypass_list_management",
+    "bypass_list_management": "bypass_list_management",
+    "footer": "footer",
+}
+_MAIL_SETTINGS_NOT_OVER_SMTP = {
+    "sandboxMode": "sandbox mode exists only in SendGrid's v3 Web API; over SMTP mail is always sent",
+    "bypassSpamManagement": "the per-list bypass settings exist only in SendGrid's v3 Web API; over SMTP use bypassListManagement",
+    "bypassBounceManagement": "the per-list bypass settings exist only in SendGrid's v3 Web API; over SMTP use bypassListManagement",
+    "bypassUnsubscribeManagement": "the per-list bypass settings exist only in SendGrid's v3 Web API; over SMTP use bypassListManagement",
+    "bcc": "SendGrid removed its bcc setting; use the document's bcc field",
+    "spamCheck": "SendGrid's spam check setting is not carried by this function",
+}
+_MAIL_SETTINGS_NOT_OVER_SMTP.update({
+    re.sub(r"[A-Z]", lambda m: "_" + m.group().lower(), key): reason
+    for key, reason in list(_MAIL_SETTINGS_NOT_OVER_SMTP.items())
+})
+
+
+@dataclass
+class SendGridOptions:
+    """What the document asks of SendGrid, validated; compose turns it into the X-SMTPAPI header."""
+
+    fields: list[str]  # the document fields that asked for something, as errors name them
+    categories: list[str] = field(default_factory=list)
+    custom_args: dict[str, str] = field(default_factory=dict)  # -> unique_args
+    ip_pool: str | None = None  # -> ip_pool
+    filters: dict[str, dict] = field(default_factory=dict)  # -> filters: {name: {"settings": {...}}}
+
+
+def parse_sendgrid(data: Mapping) -> SendGridOptions | None:
+    """The document's top-level `categories` and its `sendGrid` map; None when neither asks for anything
+    (null, an empty list or map: apps often write empty values for unused fields)."""
+    options = SendGridOptions(fields=[])
+    categories = data.get("categories")
+    if categories is not None:
+        options.categories = _categories(categories)
+        if options.categories:
+            options.fields.append("categories")
+    value = data.get("sendGrid")
+    if value is not None:
+        mapping = _strict_map(value, "sendGrid", SENDGRID_KEYS)
+        _sendgrid_template(mapping, options)
+        custom_args = mapping.get("customArgs")
+        if custom_args is not None:
+            options.custom_args = _custom_args(custom_args)
+            if options.custom_args:
+                options.fields.append("sendGrid.customArgs")
+        ip_pool = mapping.get("ipPoolName")
+        if ip_pool is not None:
+            options.ip_pool = _ip_pool(ip_pool)
+            options.fields.append("sendGrid.ipPoolName")
+        settings = mapping.get("mailSettings")
+        if settings is not None:
+            filters = _mail_settings(settings)
+            if filters:
+                options.filters.update(filters)
+                options.fields.append("sendGrid.mailSettings")
+    return options if options.fields else None
+
+
+def _categories(value: object) -> list[str]:
+    if not isinstance(value, (list, tuple)):
+        raise MailInputError("categories", f"expected a list of strings, got {firestore_type_name(value)}")
+    if len(value) > MAX_CATEGORIES:
+        raise MailInputError("categories", f"SendGrid allows at most {MAX_CATEGORIES} categories per message, this list has {len(value)}")
+    seen: set[str] = set()
+    for index, category in enumerate(value):
+        name = f"categories[{index}]"
+        if not isinstance(category, str):
+            raise MailInputError(name, f"expected a string, got {firestore_type_name(category)}")
+        if not category.strip():
+            raise MailInputError(name, "must not be empty")
+        if not _PRINTABLE_ASCII.fullmatch(category):
+            raise MailInputError(name, "SendGrid categories must be printable US-ASCII (no control or non-ASCII characters)")
+        if len(category) > MAX_CATEGORY_CHARS:
+            raise MailInputError(name, f"SendGrid categories are at most {MAX_CATEGORY_CHARS} characters, this one has {len(category)}")
+        if category in seen:
+            raise MailInputError(name, f"duplicate category {shown(category)}")
+        seen.add(category)
+    return list(value)
+
+
+def _sendgrid_template(mapping: Mapping, options: SendGridOptions) -> None:
+    template_id = mapping.get("templateId")
+    if mapping.get("dynamicTemplateData") is not None:
+        raise MailInputError("sendGrid.dynamicTemplateData", f"dynamic template data is only used by dynamic templates; {_NO_DYNAMIC_TEMPLATES}")
+    if template_id is None:
+        return
+    if not isinstance(template_id, str):
+        raise MailInputError("sendGrid.templateId", f"expected a string, got {firestore_type_name(template_id)}")
+    if template_id.startswith("d-"):
+        raise MailInputError("sendGrid.templateId", f"{shown(template_id)} is a dynamic template; {_NO_DYNAMIC_TEMPLATES}")
+    if not _LEGACY_TEMPLATE_ID.fullmatch(template_id):
+        raise MailInputError(
+            "sendGrid.templateId",
+            f"{shown(template_id)} is not a SendGrid legacy template id (a UUID such as 5997fcf6-2b9f-484d-acd5-7e9a99f0dc1f)",
+        )
+    # Legacy transactional templates are a per-message filter (SendGrid's "templates" setting).
+    options.filters["templates"] = {"settings": {"enable": 1, "template_id": template_id}}
+    options.fields.append("sendGrid.templateId")
+
+
+def _json_text_problem(text: str) -> str | None:
+    """Why a string cannot go into the X-SMTPAPI JSON (which escapes everything else safely)."""
+    if _CONTROL_CHARS.search(text):
+        return "must not contain CR, LF, NUL or other control characters"
+    return text_problem(text)
+
+
+def _custom_args(value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise MailInputError("sendGrid.customArgs", f"expected a map of strings, got {firestore_type_name(value)}")
+    args: dict[str, str] = {}
+    for key, arg in value.items():
+        name = member("sendGrid.customArgs", key)
+        if not isinstance(key, str) or not key:
+            raise MailInputError(name, "custom argument names must be non-empty strings")
+        problem = _json_text_problem(key)
+        if problem:
+            raise MailInputError(name, f"custom argument names {problem}")
+        if not isinstance(arg, str):
+            # SendGrid: "only use strings"; other types give unintended results.
+            raise MailInputError(name, f"SendGrid custom argument values must be strings, got {firestore_type_name(arg)}")
+        problem = _json_text_problem(arg)
+        if problem:
+            raise MailInputError(name, f"custom argument values {problem}")
+        args[key] = arg
+    return args
+
+
+def _ip_pool(value: object) -> str:
+    if not isinstance(value, str):
+        raise MailInputError("sendGrid.ipPoolName", f"expected a string, got {firestore_type_name(value)}")
+    if not _IP_POOL.fullmatch(value):
+        raise MailInputError("sendGrid.ipPoolName", "IP pool names are printable ASCII without spaces")
+    if not MIN_IP_POOL_CHARS <= len(value) <= MAX_IP_POOL_CHARS:
+        raise MailInputError("sendGrid.ipPoolName", f"SendGrid IP pool names are {MIN_IP_POOL_CHARS} to {MAX_IP_POOL_CHARS} characters, this one has {len(value)}")
+    return value
+
+
+def _mail_settings(value: object) -> dict[str, dict]:
+    if not isinstance(value, Mapping):
+        raise MailInputError("sendGrid.mailSettings", f"expected a map, got {firestore_type_name(value)}")
+    filters: dict[str, dict] = {}
+    for key, setting in value.items():
+        name = member("sendGrid.mailSettings", key)
+        if key in _MAIL_SETTINGS_NOT_OVER_SMTP:
+            raise MailInputError(name, _MAIL_SETTINGS_NOT_OVER_SMTP[key])
+        filter_name = _MAIL_SETTING_FILTERS.get(key) if isinstance(key, str) else None
+        if filter_name is None:
+            raise MailInputError(name, "unknown mail setting; over SMTP SendGrid takes bypassListManagement and footer")
+        if filter_name in filters:
+            raise MailInputError(name, f"set twice (as {filter_name} and in camelCase)")
+        allowed = ("enable", "text", "html") if filter_name == "footer" else ("enable",)
+        mapping = _strict_map(setting, name, allowed)
+        enable = mapping.get("enable")
+        if not isinstance(enable, bool):
+            raise MailInputError(f"{name}.enable", f"expected true or false, got {firestore_type_name(enable)}")
+        settings: dict[str, object] = {"enable": int(enable)}
+        if filter_name == "footer":
+            for part, smtp_key in (("text", "text/plain"), ("html", "text/html")):
+                content = mapping.get(part)
+                if content is None:
+                    if enable:  # SendGrid: enabling a setting per message needs all its parameters
+                        raise MailInputError(f"{name}.{part}", "missing: SendGrid needs both text and html to enable a footer per message")
+                    continue
+                if not isinstance(content, str):
+                    raise MailInputError(f"{name}.{part}", f"expected a string, got {firestore_type_name(content)}")
+                problem = text_problem(content)
+                if problem:
+                    raise MailInputError(f"{name}.{part}", f"the footer {problem}")
+                settings[smtp_key] = content
+        filters[filter_name] = {"settings": settings}
+    return filters
+
+
+def parse_dsn(value: object) -> DsnRequest | None:
+    """The document's `dsn` (nodemailer's shape): {id, return, notify, recipient}, each optional."""
+    if value is None:
+        return None
+    mapping = _strict_map(value, "dsn", ("id", "return", "notify", "recipient"))
+    if not mapping:
+        raise MailInputError("dsn", "empty: set at least one of id, return, notify, recipient")
+    return DsnRequest(
+        ret=_dsn_return(mapping.get("return")),
+        envid=_dsn_id(mapping.get("id")),
+        notify=_dsn_notify(mapping.get("notify")),
+        orcpt=_dsn_recipient(mapping.get("recipient")),
+    )
+
+
+def _dsn_return(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.lower() not in RETURNS:
+        shown_value = shown(value) if isinstance(value, str) else firestore_type_name(value)
+        raise MailInputError("dsn.return", f"expected \"headers\" or \"full\", got {shown_value}")
+    return RETURNS[value.lower()]
+
+
+def _dsn_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MailInputError("dsn.id", f"expected a string, got {firestore_type_name(value)}")
+    if not value:
+        raise MailInputError("dsn.id", "must not be empty")
+    if not _PRINTABLE_ASCII.fullmatch(value):
+        raise MailInputError("dsn.id", "envelope ids are printable US-ASCII (RFC 3461 4.4)")
+    if len(xtext(value)) > MAX_ENVID_CHARS:
+        raise MailInputError("dsn.id", f"the envelope id is at most {MAX_ENVID_CHARS} characters once encoded (RFC 3461 4.4), this one is {len(xtext(value))}")
+    return value
+
+
+def _dsn_notify(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise MailInputError("dsn.notify", f"expected a list of strings or a string, got {firestore_type_name(value)}")
+    chosen: set[str] = set()
+    for item in items:
+        if not isinstance(item, str) or item.lower() not in NOTIFY_VALUES:
+            item_shown = shown(item) if isinstance(item, str) else firestore_type_name(item)
+            raise MailInputError("dsn.notify", f"{item_shown} is not one of {', '.join(NOTIFY_VALUES)}")
+        chosen.add(item.lower())
+    if not chosen:
+        raise MailInputError("dsn.notify", "must not be empty: set never, or one or more of success, failure, delay")
+    if "never" in chosen and len(chosen) > 1:
+        raise MailInputError("dsn.notify", "never cannot be combined with success, failure or delay (RFC 3461 4.1)")
+    return tuple(item.upper() for item in NOTIFY_VALUES if item in chosen)
+
+
+def _dsn_recipient(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        address = parse_mailbox(value, "dsn.recipient").wire_addr_spec()
+    except AddressError as error:
+        raise MailInputError(error.field, error.reason) from None
+    if not address.isascii():
+        raise MailInputError("dsn.recipient", "the original recipient is sent as an rfc822 address (RFC 3461 4.2), which must be ASCII")
+    if len("rfc822;" + xtext(address)) > MAX_ORCPT_CHARS:
+        raise MailInputError("dsn.recipient", f"the original recipient is at most {MAX_ORCPT_CHARS} characters once encoded (RFC 3461 4.2)")
+    return address

@@ -307,7 +307,7 @@ class Handler:
         if not owed:  # every recipient already accepted in an earlier attempt of this delivery
             return delivery.finish(claimed, delivery.SUCCESS, self.deps.clock(), info=carried, ttl=settings_.ttl), None
         try:
-            result = pool.send(mail.envelope_from, owed, mail.payload, mail.smtputf8)
+            result = pool.send(mail.envelope_from, owed, mail.payload, mail.smtputf8, dsn=mail.dsn)  # dsn: issue 12
         except DeliveryError as exc:
             now = self.deps.clock()
             rejected = list(exc.rejected or [])

@@ -205,6 +205,26 @@ def parameterized(name: str, value: str, params: list[tuple[str, str]]) -> str:
     return _fold(name, pieces)
 
 
+def folded_ascii(name: str, value: str, field_name: str) -> str:
+    """A header whose ASCII value must reach the reader as written (JSON: SendGrid's X-SMTPAPI), never as
+    encoded words: folded only before existing spaces (unfolding, which removes just the CRLF, gives the
+    value back), preferably at FOLD_AT. A run without a space that cannot fit in SMTP's 998-octet lines
+    is refused naming `field_name`."""
+    _checked(value)
+    if not value.isascii():
+        raise MailInputError(field_name, f"the {name} header must be ASCII")
+    pieces = _FOLD_POINTS.split(value)
+    if not pieces[0] and len(pieces) > 1:  # leading whitespace: keep it on the first line
+        pieces[0:2] = [pieces[1]]
+    longest = max(len(f"{name}: {pieces[0]}"), *(len(piece) for piece in pieces[1:]))
+    if longest > MAX_LINE_OCTETS:
+        raise MailInputError(
+            field_name,
+            f"the {name} header has a run of {longest} characters without a space; it must fold into lines of at most {MAX_LINE_OCTETS}",
+        )
+    return _fold(name, pieces)
+
+
 def simple(name: str, value: str) -> str:
     """A header whose value the function generated (Date, Message-ID, MIME-Version, Content-ID ...)."""
     return f"{name}: {_checked(value)}\r\n"

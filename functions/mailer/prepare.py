@@ -92,6 +92,7 @@ def _defaults(settings: Settings) -> ComposeDefaults:
         default_from=mailbox(settings.default_from, "DEFAULT_FROM"),
         default_reply_to=mailbox(settings.default_reply_to, "DEFAULT_REPLY_TO"),
         max_message_bytes=settings.max_message_bytes,
+        sendgrid=settings.sendgrid,  # SendGrid fields (X-SMTPAPI) only when mail goes through SendGrid
     )
 
 

@@ -71,12 +71,22 @@ class Settings:
     # One sweep stops starting attempts after this long (below the sweep function's timeout).
     sweep_budget: timedelta = timedelta(seconds=DEFAULT_SWEEP_BUDGET_SECONDS)
     sweep_workers: int = DEFAULT_SWEEP_WORKERS
+    # SMTP_PROVIDER (issue 11/12): the preset name; SendGrid-only document fields check it (see `sendgrid`).
+    smtp_provider: str = "custom"
     # Lifecycle events (issue 12): None when EVENTS is empty, so nothing is published or imported.
     events: EventSettings | None = None
 
     @property
     def at_most_once(self) -> bool:
         return self.delivery_guarantee == AT_MOST_ONCE
+
+    @property
+    def sendgrid(self) -> bool:
+        """Mail goes through SendGrid: SMTP_PROVIDER=sendgrid, or custom with host smtp.sendgrid.net (as the
+        extension decides), so the document's SendGrid fields (X-SMTPAPI) may be used."""
+        if self.smtp_provider == "sendgrid":
+            return True
+        return self.smtp_provider == "custom" and _uri_host(self.smtp_connection_uri) == SENDGRID_HOST
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -276,5 +286,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         delivery_guarantee=_guarantee(env),
         sweep_budget=timedelta(seconds=_positive_int(env, "SWEEP_BUDGET_SECONDS", DEFAULT_SWEEP_BUDGET_SECONDS, minimum=1)),
         sweep_workers=_positive_int(env, "SWEEP_WORKERS", DEFAULT_SWEEP_WORKERS, maximum=32),
+        smtp_provider=_smtp_provider(env),
         events=_events(env),
     )
