@@ -75,6 +75,9 @@ KNOWN_URI_OPTIONS = (
     "maxMessages", "name", "oauth2ClientId", "oauth2TokenUrl", "pool", "requireTLS", "socketTimeout", "tlsCaFile",
     "tlsRejectUnauthorized", "tlsServername",
 )
+# The extension sends through nodemailer's "hotmail" service when the URI's host contains one of these.
+MICROSOFT_HOST_MARKS = ("outlook", "office365", "hotmail")
+MICROSOFT_SERVICE_HOSTPORT = "smtp-mail.outlook.com:587"
 RENAMED_URI_OPTIONS = {"tls.rejectUnauthorized": "tlsRejectUnauthorized", "tls.servername": "tlsServername",
                        "servername": "tlsServername"}
 SAMPLE_VALUES = {"code": "123456", "link": "https://example.com/verify?token=abc", "locale": "en"}
@@ -372,8 +375,21 @@ def _extension_password(plan: Plan, values: Mapping[str, str], *, project: str, 
         except ImportError_ as error:
             plan.skip("SMTP_CONNECTION_URI", str(error))
         else:
-            query = _carried_options(plan, query)
-            rebuilt = f"{scheme}://{_user_part(user) + '@' if user else ''}{hostport}{'?' + query if query else ''}"
+            host = hostport.rsplit(":", 1)[0].lower()
+            if any(name in host for name in MICROSOFT_HOST_MARKS):
+                # The extension's helpers.ts: such hosts go through nodemailer's "hotmail" service whatever the
+                # URI says (smtp-mail.outlook.com:587, STARTTLS), with the URI's user and password only.
+                rebuilt = f"smtp://{_user_part(user) + '@' if user else ''}{MICROSOFT_SERVICE_HOSTPORT}"
+                plan.notes.append(
+                    f"SMTP_CONNECTION_URI names a Microsoft host ({host}): the extension ignored its host, port and options "
+                    f"and connected to {MICROSOFT_SERVICE_HOSTPORT} (STARTTLS); the stack does the same, written out. For "
+                    "OAuth2 (Microsoft is retiring basic auth for SMTP) see mailer:smtpProvider microsoft365."
+                )
+                if query:
+                    plan.skip("SMTP_CONNECTION_URI options", "the extension ignored them for Microsoft hosts")
+            else:
+                query = _carried_options(plan, query)
+                rebuilt = f"{scheme}://{_user_part(user) + '@' if user else ''}{hostport}{'?' + query if query else ''}"
             plan.set("mailer:smtpConnectionUri", rebuilt, "SMTP_CONNECTION_URI" + (" (its password left out)" if had_password else ""))
     reference = values.get("SMTP_PASSWORD", "")
     if reference and SECRET_REFERENCE.match(reference):

@@ -439,3 +439,16 @@ def test_uri_options_the_function_reads_are_carried_and_the_others_listed(tmp_pa
     from mailer.smtp_uri import parse_smtp_uri
     settings = parse_smtp_uri(config["mailer:smtpConnectionUri"], password_override="x")  # the function reads it
     assert settings.tls_reject_unauthorized is False and settings.max_connections == 3
+
+
+def test_a_microsoft_host_is_carried_as_the_extension_really_connected(tmp_path: Path) -> None:
+    env = tmp_path / "firestore-send-email.env"
+    env.write_text("DATABASE_REGION=nam5\nDEFAULT_FROM=alerts@acme.example\n"
+                   "SMTP_CONNECTION_URI=smtps://alerts@acme.example@smtp.office365.com:465?pool=false\n")
+    code, out, _ = extension(tmp_path, "--write", env=env)
+    assert code == 0, out
+    config = yaml.safe_load((tmp_path / "stacks" / "Pulumi.acme.yaml").read_text())["config"]
+    assert config["mailer:smtpConnectionUri"] == "smtp://alerts%40acme.example@smtp-mail.outlook.com:587"
+    assert "the extension ignored its host, port and options and connected to smtp-mail.outlook.com:587" in out
+    assert "SMTP_CONNECTION_URI options: the extension ignored them for Microsoft hosts" in out
+    model_check(tmp_path / "stacks" / "Pulumi.acme.yaml")
