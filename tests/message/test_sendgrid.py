@@ -9,6 +9,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import re
 
 import pytest
 
@@ -279,3 +280,86 @@ def test_dsn_recipient_is_one_rcpts_original_recipient():
     assert error.field == "dsn.recipient" and "2 envelope recipients" in error.reason
     # Without recipient, any number of recipients may ask for notifications.
     assert composed(mail(to=["ada@example.com", "grace@example.com"], dsn={"notify": ["failure"]})).dsn.notify == ("FAILURE",)
+
+
+# -- fuzz: whatever the SendGrid fields and dsn hold, a field-named refusal or a safe message -------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from mailer.prepare import Refusal, prepare  # noqa: E402
+from mailer.settings import Settings  # noqa: E402
+from tests.message.test_fuzz import FUZZ, hostile_text, injected, text, wrong  # noqa: E402
+
+FUZZ_SETTINGS = {
+    provider: Settings("smtp://apikey@smtp.example.com:587", default_from="App <app@example.com>", smtp_provider=provider)
+    for provider in ("sendgrid", "mailgun")
+}
+_OUR_FIELD = re.compile(
+    r"""(?:categories|sendGrid|dsn|headers)(?:\.[^\s:'"\[\]\\]+|\[\d+\]|\['(?:[^'\\]|\\.)*'\]|\["(?:[^"\\]|\\.)*"\])*(?:, \S+)*: \S"""
+)
+_string = st.one_of(st.sampled_from(["a", "welcome", "d-123", LEGACY_TEMPLATE, "ada@example.com", "pool1"]), injected, text)
+_fuzz_sendgrid = st.one_of(
+    st.fixed_dictionaries({}, optional={
+        "templateId": st.one_of(_string, wrong),
+        "dynamicTemplateData": st.one_of(st.none(), wrong),
+        "customArgs": st.one_of(st.dictionaries(st.one_of(hostile_text, st.just("k")), st.one_of(_string, wrong), max_size=4), wrong),
+        "ipPoolName": st.one_of(_string, wrong),
+        "mailSettings": st.one_of(
+            st.dictionaries(
+                st.sampled_from(["footer", "bypassListManagement", "bypass_list_management", "sandboxMode", "x"]),
+                st.one_of(st.fixed_dictionaries({"enable": st.one_of(st.booleans(), wrong)},
+                                                optional={"text": st.one_of(_string, wrong), "html": st.one_of(_string, wrong)}),
+                          wrong),
+                max_size=3),
+            wrong),
+    }),
+    wrong,
+)
+_fuzz_dsn = st.one_of(
+    st.fixed_dictionaries({}, optional={
+        "id": st.one_of(_string, wrong),
+        "return": st.one_of(st.sampled_from(["headers", "full", "FULL", "hdrs", "x"]), _string, wrong),
+        "notify": st.one_of(st.lists(st.sampled_from(["never", "success", "failure", "delay", "x"]), max_size=4),
+                            st.sampled_from(["never", "success,failure", ""]), _string, wrong),
+        "recipient": st.one_of(_string, wrong),
+    }),
+    wrong,
+)
+_fuzz_document = st.fixed_dictionaries(
+    {"to": st.sampled_from(["ada@example.com", ["ada@example.com", "grace@example.com"]]),
+     "message": st.just({"subject": "Hi", "text": "Hello"})},
+    optional={
+        "categories": st.one_of(st.lists(st.one_of(_string, wrong), max_size=12), wrong),
+        "sendGrid": _fuzz_sendgrid,
+        "dsn": _fuzz_dsn,
+        "headers": st.one_of(st.just({"X-SMTPAPI": "{}"}), st.just({"X-Tag": "t"})),
+    },
+)
+
+
+@FUZZ
+@given(_fuzz_document, st.sampled_from(sorted(FUZZ_SETTINGS)))
+def test_any_sendgrid_fields_and_dsn_are_refused_naming_a_field_or_composed_safely(fields, provider):
+    try:
+        prepared = prepare(fields, FUZZ_SETTINGS[provider])
+    except Refusal as refused:
+        reason = str(refused)
+        assert _OUR_FIELD.match(reason), f"refusal does not start with a field name: {reason!r}"
+        assert "\n" not in reason and "\r" not in reason, reason
+        return
+    payload = prepared.mail.payload
+    head = payload.split(b"\r\n\r\n", 1)[0]
+    head.decode("ascii")
+    assert max(map(len, payload.split(b"\r\n"))) <= 998
+    message = email.message_from_bytes(payload, policy=email.policy.default)
+    values = message.get_all("X-SMTPAPI") or []
+    assert len(values) <= 1
+    if values and "headers" not in fields:
+        assert provider == "sendgrid"
+        document = json.loads(str(values[0]))
+        assert set(document) <= {"category", "unique_args", "ip_pool", "filters"}
+    dsn = prepared.mail.dsn
+    if dsn is not None:
+        for param in dsn.mail_parameters() + dsn.rcpt_parameters():
+            assert param.isascii() and param.isprintable() and " " not in param, param
