@@ -284,7 +284,8 @@ EXTENSION_INTEGERS = {
 OAUTH2_PARAMS = ("HOST", "OAUTH_PORT", "OAUTH_SECURE", "USER", "CLIENT_ID", "CLIENT_SECRET", "REFRESH_TOKEN")
 EXTENSION_NOT_CARRIED = {
     "TLS_OPTIONS": (
-        "the extension never passes TLS_OPTIONS to its SMTP connection (a known defect), so they had no effect; "
+        "the extension never passes TLS_OPTIONS to its SMTP connection (it hands them to nodemailer's "
+        "createTransport(uri, defaults) as message defaults), so they had no effect; "
         "this function verifies certificates and takes tlsServername, tlsCaFile and tlsRejectUnauthorized "
         "as SMTP URI options if you need them"
     ),
