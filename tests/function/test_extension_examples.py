@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from datetime import timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -368,3 +369,44 @@ def test_the_imported_extension_configuration_deploys_a_function_that_sends_its_
     assert str(message["From"]) == "Acme <noreply@acme.example>" and str(message["Reply-To"]) == "support@acme.example"
     assert body(message, "html") == "This is an <code>HTML</code> email body."
     assert timedelta(days=29) < delivery["expireAt"] - delivery["endTime"] <= timedelta(days=31)
+
+
+# --- SendGrid (PREINSTALL.md / POSTINSTALL.md) ----------------------------------------------------------------------
+
+CATEGORIES = {  # "Example JSON with Categories"
+    "to": ["example@example.com"],
+    "categories": ["Example_Category"],
+    "message": {
+        "subject": "Test Email with Categories",
+        "text": "This is a test email to see if categories work.",
+        "html": "<strong>This is a test email to see if categories work.</strong>",
+    },
+}
+DYNAMIC_TEMPLATE = {  # "Example JSON representation of Firestore document for a Dynamic Template"
+    "to": ["example@example.com"],
+    "sendGrid": {
+        "templateId": "d-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "dynamicTemplateData": {"name": "John Doe", "company": "Example Corp", "position": "Developer"},
+    },
+}
+
+
+def test_sendgrid_categories_travel_in_x_smtpapi_with_the_sendgrid_provider(line, inbox) -> None:
+    line.configure(SMTP_PROVIDER="sendgrid")
+    delivered(line, "categories", CATEGORIES)
+    message = received(inbox)
+    assert json.loads(message["X-SMTPAPI"]) == {"category": ["Example_Category"]}
+    assert body(message, "plain") == "This is a test email to see if categories work."
+
+
+def test_sendgrid_examples_elsewhere_and_dynamic_templates_are_refused(line, inbox) -> None:
+    assert refused(line, inbox, "categories-elsewhere", CATEGORIES) == (
+        "categories: SendGrid-only field (sent in SendGrid's X-SMTPAPI header), but mail does not go through SendGrid: "
+        "set SMTP_PROVIDER=sendgrid (or an SMTP_CONNECTION_URI with host smtp.sendgrid.net) or remove the field"
+    )
+    line.configure(SMTP_PROVIDER="sendgrid")
+    assert refused(line, inbox, "dynamic-template", DYNAMIC_TEMPLATE) == (
+        "sendGrid.dynamicTemplateData: dynamic template data is only used by dynamic templates; SendGrid's SMTP API "
+        "(the X-SMTPAPI header this function uses) cannot send dynamic templates; only its v3 Web API can. Render the "
+        "mail here instead (template {name, data} from TEMPLATES_COLLECTION)"
+    )
