@@ -127,6 +127,10 @@ def test_the_pinned_password_stays_the_default_path():
     assert "pw" not in repr(settings)
     with_secret = load_settings({"SMTP_PASSWORD_SECRET": PASSWORD_SECRET + "/versions/latest"})
     assert with_secret.smtp_secrets.password.resource == PASSWORD_SECRET
+    oauth = load_settings({"SMTP_OAUTH2_CLIENT_SECRET": CLIENT_SECRET, "SMTP_OAUTH2_REFRESH_TOKEN": "1//rt-Secret-42"})
+    for text in (repr(oauth), str(oauth.smtp_secrets)):
+        assert CLIENT_SECRET not in text and "1//rt-Secret-42" not in text
+        assert "SMTP_OAUTH2_REFRESH_TOKEN" in text  # the variable is named, not its value
 
 
 # -- XOAUTH2 through the function ---------------------------------------------------------------------
