@@ -215,30 +215,33 @@ def test_a_server_without_dsn_is_a_permanent_error_naming_dsn_and_nothing_is_sen
     assert len(recorder.transactions) == 1 and "RET=" not in recorder.transactions[0].mail
 
 
-def test_a_chained_envelope_carries_its_own_dsn_parameters(dsn_server, paths, monkeypatch):
-    """maxConnections=1 and PIPELINING: the second sender's envelope is written by the first one, after
-    its data (chaining); each envelope keeps its own send's DSN request."""
-    recorder, uri = dsn_server(dsn=True, pipelining=True)
-    pool = SmtpPool(parse_smtp_uri(uri))
-    first_dsn = DsnRequest(ret="FULL", envid="first", notify=("NEVER",))
-    second_dsn = DsnRequest(envid="second", notify=("FAILURE",), orcpt="grace@example.com")
+def send_two_chained(pool: SmtpPool, first_dsn: DsnRequest | None, second_dsn: DsnRequest | None, monkeypatch) -> dict[str, object]:
+    """Two sends on a pool with one warm connection: the first holds it until the second is queued, so
+    the first builds and writes the second's envelope after its own data (chaining). Returns each
+    send's SendResult or DeliveryError."""
     results: dict[str, object] = {}
     entered, gate = threading.Event(), threading.Event()
     original = transport._Connection.transact
+    first_request: list[object] = []
 
     def held_first(self, request, recipients, prewritten=False):
-        if request.dsn is first_dsn:
+        if not first_request:
+            first_request.append(request)
             entered.set()
             gate.wait(5)  # hold the only connection until the second sender is queued
         return original(self, request, recipients, prewritten)
 
+    def run(name: str, recipient: str, dsn: DsnRequest | None) -> None:
+        try:
+            results[name] = pool.send("app@example.com", [recipient], MESSAGE, dsn=dsn)
+        except DeliveryError as error:
+            results[name] = error
+
+    pool.send("app@example.com", ["ada@example.com"], MESSAGE)  # a warm connection
+    monkeypatch.setattr(transport._Connection, "transact", held_first)
+    one = threading.Thread(target=run, args=("first", "ada@example.com", first_dsn))
+    two = threading.Thread(target=run, args=("second", "grace@example.com", second_dsn))
     try:
-        pool.send("app@example.com", ["ada@example.com"], MESSAGE)  # a warm connection
-        monkeypatch.setattr(transport._Connection, "transact", held_first)
-        one = threading.Thread(target=lambda: results.update(
-            first=pool.send("app@example.com", ["ada@example.com"], MESSAGE, dsn=first_dsn)))
-        two = threading.Thread(target=lambda: results.update(
-            second=pool.send("app@example.com", ["grace@example.com"], MESSAGE, dsn=second_dsn)))
         one.start()
         assert entered.wait(5)
         two.start()
@@ -247,13 +250,24 @@ def test_a_chained_envelope_carries_its_own_dsn_parameters(dsn_server, paths, mo
                 break
             threading.Event().wait(0.01)
         assert pool.waiting == 1
+    finally:
         gate.set()
         one.join(10)
         two.join(10)
+    return results
+
+
+def test_a_chained_envelope_carries_its_own_dsn_parameters(dsn_server, paths, monkeypatch):
+    """maxConnections=1 and PIPELINING: the second sender's envelope is written by the first one, after
+    its data (chaining); each envelope keeps its own send's DSN request."""
+    recorder, uri = dsn_server(dsn=True, pipelining=True)
+    pool = SmtpPool(parse_smtp_uri(uri))
+    try:
+        results = send_two_chained(pool, DsnRequest(ret="FULL", envid="first", notify=("NEVER",)),
+                                   DsnRequest(envid="second", notify=("FAILURE",), orcpt="grace@example.com"), monkeypatch)
     finally:
-        gate.set()
         pool.close()
-    assert set(results) == {"first", "second"}
+    assert [type(results[name]).__name__ for name in ("first", "second")] == ["SendResult", "SendResult"]
     assert paths["chained envelope"] == 1  # the second envelope was built by the first sender
     first, second = recorder.transactions[1:]
     assert first.rcpts[0].startswith("TO:<ada@example.com>") and second.rcpts[0].startswith("TO:<grace@example.com>")
@@ -261,3 +275,22 @@ def test_a_chained_envelope_carries_its_own_dsn_parameters(dsn_server, paths, mo
     assert params(first.rcpts[0]) == ["NOTIFY=NEVER"]
     assert [p for p in params(second.mail) if p.startswith(MAIL_DSN)] == ["ENVID=second"]
     assert params(second.rcpts[0]) == ["NOTIFY=FAILURE", "ORCPT=rfc822;grace@example.com"]
+
+
+def test_a_queued_send_asking_for_dsn_from_a_server_without_it_fails_alone(dsn_server, paths, monkeypatch):
+    """Chaining tries to build the waiting send's envelope and cannot (no DSN offered): nothing is chained,
+    the holder's mail goes out, and the waiter meets the dsn error itself on its own turn."""
+    recorder, uri = dsn_server(dsn=False, pipelining=True)
+    pool = SmtpPool(parse_smtp_uri(uri))
+    try:
+        results = send_two_chained(pool, None, DsnRequest(notify=("FAILURE",)), monkeypatch)
+        after = pool.send("app@example.com", ["alan@example.com"], MESSAGE)  # the pool still works
+    finally:
+        pool.close()
+    assert results["first"].accepted == ["ada@example.com"]
+    assert isinstance(results["second"], DeliveryError) and str(results["second"]).startswith("dsn: ")
+    assert results["second"].transient is False
+    assert after.accepted == ["alan@example.com"]
+    assert paths["chained envelope"] >= 1  # chaining was tried
+    assert [txn.rcpts for txn in recorder.transactions] == [["TO:<ada@example.com>"], ["TO:<ada@example.com>"], ["TO:<alan@example.com>"]]
+    assert recorder.refused == []
