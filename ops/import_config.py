@@ -480,12 +480,13 @@ def _extension_events(plan: Plan, values: Mapping[str, str], *, declared: Mappin
     if kind is None:
         plan.skip("ALLOWED_EVENT_TYPES", "this version of the program has no mailer:events setting")
         return
-    plan.set("mailer:events", names if kind == "array" else ",".join(names), "ALLOWED_EVENT_TYPES")
     channel = values.get("EVENTARC_CHANNEL", "")
-    if channel:
-        _require_key(plan, declared, "mailer:eventsChannel", channel, "EVENTARC_CHANNEL")
-    else:
-        plan.skip("ALLOWED_EVENT_TYPES", "no EVENTARC_CHANNEL in the file; set mailer:eventsChannel or mailer:eventsTopic")
+    if not channel:
+        plan.skip("ALLOWED_EVENT_TYPES", "no EVENTARC_CHANNEL in the file: set mailer:events with mailer:eventsChannel "
+                  "or mailer:eventsTopic yourself")
+        return
+    if _require_key(plan, declared, "mailer:eventsChannel", channel, "EVENTARC_CHANNEL"):
+        plan.set("mailer:events", names if kind == "array" else ",".join(names), "ALLOWED_EVENT_TYPES")
 
 
 # --- Logto ------------------------------------------------------------------------------------------------

@@ -452,3 +452,14 @@ def test_a_microsoft_host_is_carried_as_the_extension_really_connected(tmp_path:
     assert "the extension ignored its host, port and options and connected to smtp-mail.outlook.com:587" in out
     assert "SMTP_CONNECTION_URI options: the extension ignored them for Microsoft hosts" in out
     model_check(tmp_path / "stacks" / "Pulumi.acme.yaml")
+
+
+def test_events_without_a_channel_are_listed_not_half_carried(tmp_path: Path) -> None:
+    env = tmp_path / "firestore-send-email.env"
+    env.write_text("DATABASE_REGION=nam5\nDEFAULT_FROM=noreply@acme.example\nSMTP_CONNECTION_URI=smtp://u@smtp.acme.example:587\n"
+                   "ALLOWED_EVENT_TYPES=firebase.extensions.firestore-send-email.v1.onSuccess\n")
+    code, out, _ = extension(tmp_path, "--write", env=env)
+    assert code == 0, out
+    config = yaml.safe_load((tmp_path / "stacks" / "Pulumi.acme.yaml").read_text())["config"]
+    assert "mailer:events" not in config
+    assert "ALLOWED_EVENT_TYPES: no EVENTARC_CHANNEL in the file" in out
