@@ -134,8 +134,9 @@ class ManagedSecret(Secret):
                 _call(self, "add_secret_version", request={
                     "parent": self.resource, "payload": {"data": value.encode("utf-8")}})
             except CredentialError as exc:
+                reason = exc.message.removeprefix(f"{self.name}: ")
                 log.error("could not store the rotated value as a new version of %s: %s; this instance "
-                          "keeps using it in memory", self.name, exc.message)
+                          "keeps using it in memory", self.name, reason)
                 return
         log.info("stored the rotated value as a new version of %s", self.name)
 
@@ -223,8 +224,10 @@ def _call(secret: ManagedSecret, method: str, request: dict[str, Any]) -> Any:
             gexc.PermissionDenied: "the function's service account lacks the role for it",
             gexc.FailedPrecondition: "the latest version is disabled or destroyed",
         }.get(type(exc), type(exc).__name__)
+        status = getattr(exc, "grpc_status_code", None)
+        code = status.name if status is not None else type(exc).__name__
         raise CredentialError(
-            f"{secret.name}: cannot {what} Secret Manager secret {secret.resource} ({exc.code.name if exc.code else type(exc).__name__}: {hint})",
+            f"{secret.name}: cannot {what} Secret Manager secret {secret.resource} ({code}: {hint})",
             transient=False,
         ) from None
     except (gexc.GoogleAPICallError, gexc.RetryError) as exc:

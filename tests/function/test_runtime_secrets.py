@@ -217,3 +217,22 @@ def test_a_refresh_token_renewed_in_secret_manager_is_picked_up(line, oauth, sec
     delivery = line.send("renew-2", HELLO)
     assert delivery["state"] == "SUCCESS", delivery
     assert secret_manager.accesses[REFRESH_SECRET] == 2
+
+
+def test_a_rotation_secret_manager_refuses_to_store_is_still_used_and_logged(line, oauth, secret_manager, caplog):
+    """The runtime account lacks secretVersionAdder (or Secret Manager refuses): the email still goes,
+    the instance keeps the rotated token in memory, and the log says it could not be stored."""
+    tokens, server, refresh = oauth
+    secret_manager.set(REFRESH_SECRET, refresh)
+    secret_manager.deny_add = True
+    line.configure(SMTP_OAUTH2_REFRESH_TOKEN_SECRET=REFRESH_SECRET, SMTP_OAUTH2_CLIENT_SECRET=CLIENT_SECRET)
+    tokens.rotate = tokens.revoke_rotated = True
+    line.start_bridge()
+    first = line.send("deny-1", HELLO)
+    tokens.expire_access_tokens()
+    second = line.send("deny-2", HELLO)
+    assert [first["state"], second["state"]] == ["SUCCESS", "SUCCESS"]
+    assert secret_manager.versions(REFRESH_SECRET) == 1 and secret_manager.adds[REFRESH_SECRET] == 0
+    assert "could not store the rotated value as a new version of SMTP_OAUTH2_REFRESH_TOKEN_SECRET" in caplog.text
+    assert "PERMISSION_DENIED" in caplog.text
+    assert_hidden([refresh, CLIENT_SECRET, *tokens.refresh_tokens], caplog.text, first, second)
