@@ -23,7 +23,7 @@ emulator/node_modules/.installed: emulator/package.json emulator/package-lock.js
 lock: $(VENV)/.installed
 	$(VENV)/bin/uv pip compile --quiet requirements-dev.in -o requirements-dev.lock --python-version 3.11
 
-test: install bench/node/node_modules/.installed
+test: install bench/node/node_modules/.installed tests/templates/hbs/node_modules/.installed
 	@$(MAKE) --no-print-directory lint-workflows
 	@tools/ensure-chromium
 	@tools/ensure-postfix
@@ -105,6 +105,11 @@ bench/node/node_modules/.installed: bench/node/package.json bench/node/package-l
 	cd bench/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Handlebars.js at the version firestore-send-email locks, for tests/templates/test_conformance.py.
+tests/templates/hbs/node_modules/.installed: tests/templates/hbs/package.json tests/templates/hbs/package-lock.json
+	cd tests/templates/hbs && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 # Hand mail documents that have no `delivery` (written before the first deploy, or while the trigger was
 # missing) to the sweep. A dry run unless ARGS has --apply; see README "Operations: backfill".
 # make backfill ARGS="--project my-project [--apply]"
@@ -129,4 +134,4 @@ check: $(VENV)/.installed
 	@$(PY) -m ops.check $(if $(STACK),--stack $(STACK)) $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(POLICY_VENV) emulator/node_modules bench/node/node_modules .pytest_cache .demo
+	rm -rf $(VENV) $(POLICY_VENV) emulator/node_modules bench/node/node_modules tests/templates/hbs/node_modules .pytest_cache .demo
