@@ -509,6 +509,10 @@ def plan_from_logto(config: Any, *, project: str, stack: str, region: Optional[s
                     templates_collection: str, declared: Mapping[str, str], source: str, source_path: Path) -> Plan:
     if not isinstance(config, dict):
         raise ImportError_(f"{source}: expected the connector's JSON object (host, port, auth, fromEmail, templates)")
+    original = config
+    if "host" not in config and isinstance(config.get("config"), dict):
+        # A connector as Logto's Management API returns it (GET /api/connectors/{id}): its settings are `config`.
+        config = config["config"]
     plan = Plan(source=source)
     plan.set("gcp:project", project, "--project")
     if region:
@@ -530,7 +534,8 @@ def plan_from_logto(config: Any, *, project: str, stack: str, region: Optional[s
     auth_type = str(auth.get("type") or "login").lower()
     options = _logto_uri_options(plan, config)
     user = auth.get("user") if isinstance(auth.get("user"), str) else None
-    pipe = f"jq -j .auth.{{}} {shlex.quote(str(source_path))}"
+    prefix = ".config" if "host" not in original and isinstance(original.get("config"), dict) else ""
+    pipe = f"jq -j {prefix}.auth.{{}} {shlex.quote(str(source_path))}"
 
     if auth_type == "oauth2":
         if "privateKey" in auth or "serviceClient" in auth:

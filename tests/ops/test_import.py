@@ -463,3 +463,17 @@ def test_events_without_a_channel_are_listed_not_half_carried(tmp_path: Path) ->
     config = yaml.safe_load((tmp_path / "stacks" / "Pulumi.acme.yaml").read_text())["config"]
     assert "mailer:events" not in config
     assert "ALLOWED_EVENT_TYPES: no EVENTARC_CHANNEL in the file" in out
+
+
+def test_a_connector_as_the_management_api_returns_it(tmp_path: Path) -> None:
+    """GET /api/connectors/{id} wraps the settings: {id, connectorId, config: {...}, metadata, ...}."""
+    source = tmp_path / "connector.json"
+    source.write_text(json.dumps({"id": "abc123", "connectorId": "simple-mail-transfer-protocol", "syncProfile": False,
+                                  "config": json.loads(LOGTO_JSON.read_text()), "metadata": {"target": "smtp"}}))
+    code, out, err = logto(tmp_path, "--write", source=source)
+    assert code == 0, out + err
+    values = model_check(tmp_path / "stacks" / "Pulumi.acme.yaml")
+    assert values["mailer:smtpConnectionUri"].startswith("smtps://postmaster%40mg.acme.example@smtp.mailgun.org:465")
+    assert f"jq -j .config.auth.pass {source} | pulumi config set --secret mailer:smtpPassword --stack acme" in out
+    assert LOGTO_PASSWORD not in out + err
+    assert sorted(load_template_files(tmp_path / "templates")) == ["ForgotPassword", "Generic", "OrganizationInvitation", "Register", "SignIn"]
