@@ -384,7 +384,7 @@ def _extension_password(plan: Plan, values: Mapping[str, str], *, project: str, 
                 plan.notes.append(
                     f"SMTP_CONNECTION_URI names a Microsoft host ({host}): the extension ignored its host, port and options "
                     f"and connected to {MICROSOFT_SERVICE_HOSTPORT} (STARTTLS); the stack does the same, written out. For "
-                    "OAuth2 (Microsoft is retiring basic auth for SMTP) see mailer:smtpProvider microsoft365."
+                    "XOAUTH2 instead of a password, see mailer:smtpProvider microsoft365."
                 )
                 if query:
                     plan.skip("SMTP_CONNECTION_URI options", "the extension ignored them for Microsoft hosts")
