@@ -39,6 +39,11 @@ _PREV_LINE_ROOT = re.compile(rf"(^|\r?\n)[{_JS_SPACE}]*\Z")
 _NEXT_LINE = re.compile(rf"^[{_JS_SPACE}]*?\r?\n")
 _NEXT_LINE_ROOT = re.compile(rf"^[{_JS_SPACE}]*?(\r?\n|\Z)")
 _LEAD_ALL = re.compile(rf"^[{_JS_SPACE}]+")
+# Attachments: the extension compiles JSON.stringify(attachments), where newlines, tabs and other control
+# characters are escapes (`\n`), so `~` stops at them and no line is ever standalone.
+_JSON_SPACE = _JS_SPACE.replace("\t\n\v\f\r", "")
+_JSON_LEAD_ALL = re.compile(rf"^[{_JSON_SPACE}]+")
+_JSON_TRAIL_ALL = re.compile(rf"[{_JSON_SPACE}]+\Z")
 _LEAD_LINE = re.compile(r"^[ \t]*\r?\n?")
 _TRAIL_ALL = re.compile(rf"[{_JS_SPACE}]+\Z")
 _TRAIL_LINE = re.compile(r"[ \t]+\Z")
@@ -349,30 +354,33 @@ def _is_next_whitespace(body: list[Any], i: int | None = None, is_root: bool = F
     return False
 
 
-def _omit_right(body: list[Any], i: int | None = None, multiple: bool = False) -> None:
+def _omit_right(body: list[Any], i: int | None = None, multiple: bool = False, lead_all: re.Pattern = _LEAD_ALL) -> None:
     index = 0 if i is None else i + 1
     current = body[index] if 0 <= index < len(body) else None
     if not isinstance(current, _Content) or (not multiple and current.right_stripped):
         return
     original = current.value
-    current.value = (_LEAD_ALL if multiple else _LEAD_LINE).sub("", current.value, count=1)
+    current.value = (lead_all if multiple else _LEAD_LINE).sub("", current.value, count=1)
     current.right_stripped = current.value != original
 
 
-def _omit_left(body: list[Any], i: int | None = None, multiple: bool = False) -> bool:
+def _omit_left(body: list[Any], i: int | None = None, multiple: bool = False, trail_all: re.Pattern = _TRAIL_ALL) -> bool:
     index = len(body) - 1 if i is None else i - 1
     current = body[index] if 0 <= index < len(body) else None
     if not isinstance(current, _Content) or (not multiple and current.left_stripped):
         return False
     original = current.value
-    current.value = (_TRAIL_ALL if multiple else _TRAIL_LINE).sub("", current.value, count=1)
+    current.value = (trail_all if multiple else _TRAIL_LINE).sub("", current.value, count=1)
     current.left_stripped = current.value != original
     return current.left_stripped
 
 
 class _WhitespaceControl:
-    def __init__(self) -> None:
+    def __init__(self, *, json_text: bool = False) -> None:
         self.root_seen = False
+        self.standalone = not json_text  # Handlebars.js's ignoreStandalone, in effect for JSON text
+        self.lead_all = _JSON_LEAD_ALL if json_text else _LEAD_ALL
+        self.trail_all = _JSON_TRAIL_ALL if json_text else _TRAIL_ALL
 
     def accept(self, node: Any) -> dict | None:
         if node is None or isinstance(node, _Content):
@@ -401,17 +409,17 @@ class _WhitespaceControl:
             close_standalone = strip.get("closeStandalone") and next_ws
             inline_standalone = strip.get("inlineStandalone") and prev_ws and next_ws
             if strip.get("close"):
-                _omit_right(body, i, True)
+                _omit_right(body, i, True, self.lead_all)
             if strip.get("open"):
-                _omit_left(body, i, True)
-            if inline_standalone:
+                _omit_left(body, i, True, self.trail_all)
+            if self.standalone and inline_standalone:
                 _omit_right(body, i)
                 if _omit_left(body, i) and isinstance(current, _Leaf) and current.tag.kind == "partial":
                     current.indent = _TRAIL_LINE.search(body[i - 1].original).group()
-            if open_standalone:
+            if self.standalone and open_standalone:
                 _omit_right((current.program or current.inverse).body)
                 _omit_left(body, i)
-            if close_standalone:
+            if self.standalone and close_standalone:
                 _omit_right(body, i)
                 _omit_left((current.inverse or current.program).body)
 
@@ -433,20 +441,20 @@ class _WhitespaceControl:
             "closeStandalone": _is_prev_whitespace((first_inverse or program).body),
         }
         if block.open_strip.get("close"):
-            _omit_right(program.body, None, True)
+            _omit_right(program.body, None, True, self.lead_all)
         if inverse is not None:
             inverse_strip = block.inverse_strip or {}
             if inverse_strip.get("open"):
-                _omit_left(program.body, None, True)
+                _omit_left(program.body, None, True, self.trail_all)
             if inverse_strip.get("close"):
-                _omit_right(first_inverse.body, None, True)
+                _omit_right(first_inverse.body, None, True, self.lead_all)
             if close_strip.get("open"):
-                _omit_left(last_inverse.body, None, True)
-            if _is_prev_whitespace(program.body) and _is_next_whitespace(first_inverse.body):
+                _omit_left(last_inverse.body, None, True, self.trail_all)
+            if self.standalone and _is_prev_whitespace(program.body) and _is_next_whitespace(first_inverse.body):
                 _omit_left(program.body)
                 _omit_right(first_inverse.body)
         elif close_strip.get("open"):
-            _omit_left(program.body, None, True)
+            _omit_left(program.body, None, True, self.trail_all)
         return strip
 
 
@@ -608,11 +616,12 @@ def _with_length_lookups(tag: _Tag) -> None:
         tag.body = "else " + helper + " " + _length_call(rest.strip(), name_too=False)
 
 
-def rewrite(source: str, *, strict: bool = False) -> str:
+def rewrite(source: str, *, attachment: bool = False) -> str:
     """`source` with Handlebars.js's whitespace rules applied, written so the engine keeps its text as is.
     A source this cannot read (a syntax error) is returned unchanged, for the engine to report; a few that
-    the engine would accept and Handlebars.js refuses raise ValueError. Unless `strict` (where a missing
-    value must stay an error), `x.length` paths become lookups."""
+    the engine would accept and Handlebars.js refuses raise ValueError. `x.length` paths become lookups,
+    except in an `attachment` string (strict there: a missing value must stay an error), whose whitespace
+    rules are those of the extension's JSON text (no standalone lines; `~` stops at a newline)."""
     if "{{" not in source:
         return source
     try:
@@ -623,11 +632,11 @@ def rewrite(source: str, *, strict: bool = False) -> str:
             raise _Unsupported
     except (_Unsupported, IndexError):
         return source
-    if not strict:
+    if not attachment:
         for part in parts:
             if isinstance(part, _Tag):
                 _with_length_lookups(part)
-    _WhitespaceControl().program(program)
+    _WhitespaceControl(json_text=attachment).program(program)
     out: list[tuple[str, str]] = []
     _write(program, out)
     return _serialize(out)

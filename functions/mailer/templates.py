@@ -136,7 +136,8 @@ def compile_source(handlebars: Handlebars, source: str, where: str) -> Render:
     """Compile one field; a syntax error becomes a TemplateError naming `where` and the position."""
 
     def compile_rewritten(text: str) -> Render:
-        return handlebars.compile(hbs_compat.rewrite(text, strict=handlebars.strict))
+        # Only attachments compile strict (see Template); they follow the extension's JSON-text rules.
+        return handlebars.compile(hbs_compat.rewrite(text, attachment=handlebars.strict))
 
     try:
         return compile_rewritten(source)

@@ -315,6 +315,17 @@ EXTENSION_EXAMPLES = [
         partials={"footer": EXTENSION_FOOTER},
     ),
     Case("extension-sendgrid-order", SENDGRID_TEMPLATE, SENDGRID_DATA),
+    Case(
+        "attachments-json-whitespace",
+        {"subject": "x"},
+        DATA,
+        attachments=[
+            {
+                "filename": "{{name}}-{{tags.length}}.csv",
+                "content": "Name,Tag\n{{#each tags}}\n{{../name}},{{this}}\n{{/each}}\n  {{~name~}}  \n end {{~#if yes~}} \t ok \n{{~/if}}",
+            }
+        ],
+    ),
     Case("extension-attachments-escaped", {"subject": "x"}, {"name": "Tom & Jerry"}, attachments=[{"filename": "{{name}}.txt", "content": "{{name}}"}]),
 ]
 
