@@ -117,9 +117,11 @@ backfill: $(VENV)/.installed
 	@$(PY) -m ops.backfill $(ARGS)
 
 # Issue 12: a stack file (and templates/*.yaml) from an installed extension's `firebase ext:export` file or a
-# Logto SMTP connector JSON. A dry run (a diff) unless ARGS has --write; see README "Migrating from the extension".
+# Logto SMTP connector JSON, or templates/*.yaml from the extension's templates collection. A dry run (a diff)
+# unless ARGS has --write; see README "Migrating from the extension".
 # make import-config ARGS="extension extensions/firestore-send-email.env --stack prod --project my-project [--write]"
 # make import-config ARGS="logto connector.json --stack prod --project my-project --region us-central1 --firestore-location nam5"
+# make import-config ARGS="templates --project my-project --collection email-templates [--write]"
 .PHONY: import-config
 import-config: $(VENV)/.installed
 	@$(PY) -m ops.import_config $(ARGS)
