@@ -80,7 +80,7 @@ MICROSOFT_HOST_MARKS = ("outlook", "office365", "hotmail")
 MICROSOFT_SERVICE_HOSTPORT = "smtp-mail.outlook.com:587"
 RENAMED_URI_OPTIONS = {"tls.rejectUnauthorized": "tlsRejectUnauthorized", "tls.servername": "tlsServername",
                        "servername": "tlsServername"}
-SAMPLE_VALUES = {"code": "123456", "link": "https://example.com/verify?token=abc", "locale": "en"}
+SAMPLE_VALUES = {"code": "123456", "link": "https://example.com/verify/abc123", "locale": "en"}
 # Stack keys in the order the stack file lists them.
 KEY_ORDER = (
     "gcp:project", "mailer:region", "mailer:firestoreLocation", "mailer:database", "mailer:mailCollection",

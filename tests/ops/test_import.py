@@ -477,3 +477,26 @@ def test_a_connector_as_the_management_api_returns_it(tmp_path: Path) -> None:
     assert f"jq -j .config.auth.pass {source} | pulumi config set --secret mailer:smtpPassword --stack acme" in out
     assert LOGTO_PASSWORD not in out + err
     assert sorted(load_template_files(tmp_path / "templates")) == ["ForgotPassword", "Generic", "OrganizationInvitation", "Register", "SignIn"]
+
+
+def test_imported_logto_templates_pass_the_rule_for_files_in_templates(tmp_path: Path) -> None:
+    """tests/templates/test_template_files.py's rule for templates/: the sample data renders into a sendable
+    email whose bodies show every top-level text value (html escapes none of the generated values)."""
+    from email import message_from_bytes, policy
+
+    from mailer.addresses import parse_mailbox
+    from mailer.compose import ComposeDefaults, compose
+    from mailer.document import parse_mail_document
+
+    assert logto(tmp_path, "--write")[0] == 0
+    defaults = ComposeDefaults(default_from=parse_mailbox("Acme <noreply@acme.example>", "from"), default_reply_to=None,
+                               max_message_bytes=10 * 2**20)
+    for name, template_file in load_template_files(tmp_path / "templates").items():
+        rendered = Template(parse_template_document(name, template_file.document, "templates/")).render(template_file.sample_data)
+        message = message_from_bytes(compose(parse_mail_document({"to": "ada@example.com", "message": rendered.merged_into(None)}),
+                                             defaults).message.as_bytes(), policy=policy.default)
+        assert message["Subject"], name
+        bodies = [part.get_content() for part in message.walk() if part.get_content_maintype() == "text"]
+        for value in template_file.sample_data.values():
+            if isinstance(value, str):
+                assert any(value in body for body in bodies), (name, value)
