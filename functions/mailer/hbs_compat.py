@@ -616,6 +616,19 @@ def _with_length_lookups(tag: _Tag) -> None:
         tag.body = "else " + helper + " " + _length_call(rest.strip(), name_too=False)
 
 
+# {{10}}, {{true}}, {{"text"}}: Handlebars.js takes a lone literal as a helper's name and prints nothing;
+# the engine prints numbers and booleans.
+_LITERAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?|true|false|null|undefined|\"[^\"]*\"|'[^']*'")
+
+
+def _silence_literal(tag: _Tag) -> None:
+    if tag.raw or tag.kind != "mustache":
+        return
+    body = tag.body[1:].strip() if tag.body.startswith("&") and not tag.triple else tag.body
+    if _LITERAL.fullmatch(body):
+        tag.body = '""'
+
+
 def rewrite(source: str, *, attachment: bool = False) -> str:
     """`source` with Handlebars.js's whitespace rules applied, written so the engine keeps its text as is.
     A source this cannot read (a syntax error) is returned unchanged, for the engine to report; a few that
@@ -632,9 +645,10 @@ def rewrite(source: str, *, attachment: bool = False) -> str:
             raise _Unsupported
     except (_Unsupported, IndexError):
         return source
-    if not attachment:
-        for part in parts:
-            if isinstance(part, _Tag):
+    for part in parts:
+        if isinstance(part, _Tag):
+            _silence_literal(part)
+            if not attachment:
                 _with_length_lookups(part)
     _WhitespaceControl(json_text=attachment).program(program)
     out: list[tuple[str, str]] = []

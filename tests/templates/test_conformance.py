@@ -223,6 +223,9 @@ EDGES = [
     edge("escaped-mustache", "\\{{name}} \\\\{{name}} literal \\{{{name}}}"),
     edge("braces-near-tags", "{ {{name}} }{{{name}}}{ {{~name}} }\\{{ {{~name~}} {\\ {{~name}}"),
     edge("backslashes", r"a\\{{name}} b\{{name}} {{{{yes}}}}c\{{d}} \\{{e}}{{{{/yes}}}} f\ {{~name}} g\\\{{name}}"),
+    edge("literal-mustaches", "[{{10}}][{{-1}}][{{1.5}}][{{true}}][{{false}}][{{null}}][{{undefined}}][{{'s'}}][{{{2}}}][{{&3}}]"),
+    edge("unicode-spaces-and-tilde", "a\u00a0{{~name~}}\u0085b\u3000{{~name}}\ufeff {{~name}}"),
+    edge("subexpressions", "{{lookup (lookup items 0) 'name'}} {{#each (lookup user 'tags')}}{{this}}{{/each}}{{#if (lookup user 'name')}}!{{/if}}"),
     edge("string-literals", "{{lookup prices \"tea\"}}{{#if 'x'}}q{{/if}}"),
     # whitespace control and standalone lines
     edge("standalone-blocks", "a\n{{#if yes}}\nyes\n{{/if}}\nb\n  {{#each tags}}  \n  - {{this}}\n  {{/each}}\nend\n"),
