@@ -3,16 +3,21 @@
 The engine is used as installed; this module only prepares what it is given:
 
 - Sources: `rewrite(source)` applies Handlebars.js's whitespace rules (`~` on every kind of tag and
-  standalone lines, a port of its compiler/whitespace-control.js, including the indentation a standalone
-  `{{> partial}}` gives every line it renders) and writes the result back as a template whose text
-  the engine keeps exactly: `~` marks removed, comments dropped, and an empty `{{""}}` before every
-  block, else and partial tag so the engine's own standalone-line rule finds nothing to remove.
-- Data: `js_data(value)` gives lists `.length` and `.[n]` paths (`{{items.length}}`), prints floats
+  standalone lines: a port of its compiler/whitespace-control.js over the same tree its parser builds,
+  including the indentation a standalone `{{> partial}}` gives every line it renders) and writes the
+  result back as a template whose text the engine keeps exactly: `~` marks removed, comments dropped,
+  and an empty `{{""}}` before every block, else and partial tag so the engine's own standalone-line
+  rule finds nothing to remove. On the way, `x.length` paths become a property lookup (strings have a
+  length too), a lone literal (`{{10}}`) prints nothing, `{{{{raw}}}}` blocks are ordinary blocks over
+  literal text, and a `}` right after a tag is the syntax error it is in Handlebars.js. Attachment
+  strings follow the extension's JSON-text rules (no standalone lines; `~` stops at a newline).
+- Data: `js_value(value)` gives lists `.length` and `.[n]` paths (`{{items.length}}`), prints floats
   as JavaScript does (`1e+21`, `1e-7`, `NaN`, `Infinity`), treats NaN as false in `#if`/`#with`, and
   orders map keys as a JavaScript object does (integer-like keys first, ascending).
 - Helpers: `lookup` as Handlebars.js defines it (`{{lookup items "length"}}`, strings, `0` and NaN).
 
-tests/templates/test_conformance.py renders a corpus with Handlebars.js itself and with the function.
+tests/templates/test_conformance.py renders a corpus with Handlebars.js itself and with the function;
+its EXPECTED_DIFFERENCES lists the Handlebars.js behaviours deliberately not copied.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Handlebars templates for mail documents: a template document rendered with `template.data`.
 
-Rendering is dotpromptz-handlebars, a pure-Python Handlebars conformance-tested against Handlebars.js
-4.7, the engine the Firebase extension uses, so templates written for the extension render the same:
+Rendering is dotpromptz-handlebars, a pure-Python Handlebars, given sources and data prepared by
+hbs_compat so that templates written for the extension render as its Handlebars.js 4.7.9 renders them:
 dotted paths, `{{{raw}}}`, `#if`/`#unless`/`#each`/`#with` with `else`, `../`, `@index`/`@key`/`@first`/
-`@last`/`@root`, `lookup`, comments and whitespace control. Rules, as in the extension:
+`@last`/`@root`, `lookup`, `.length`, comments, whitespace control and standalone lines. A conformance
+test (tests/templates/test_conformance.py) renders a corpus with Handlebars.js itself and requires the
+same text; what is deliberately different is listed there. Rules, as in the extension:
 
 - subject and text are rendered without escaping; html and amp escape `& < > " ' ` =` as Handlebars does.
 - A variable that is not in the data renders as empty text (Handlebars' rule). Attachments are the
@@ -15,8 +17,9 @@ dotted paths, `{{{raw}}}`, `#if`/`#unless`/`#each`/`#with` with `else`, `../`, `
   other template field replaces it, even when it renders empty. Template attachments replace the
   document's when the template has at least one.
 - The `log` helper writes nothing: logs never carry message data.
-Values print as in JavaScript: `true`, `1` for 1.0, lists comma-joined. Timestamps print as ISO 8601
-text and bytes as base64 (so `content: "{{pdf}}"` with `encoding: base64` attaches bytes data).
+Values print as in JavaScript: `true`, `1` for 1.0, `1e+21`, `NaN`, lists comma-joined. Timestamps print
+as ISO 8601 text and bytes as base64 (so `content: "{{pdf}}"` with `encoding: base64` attaches bytes
+data); integers print exactly (the extension's client rounds those above 2^53).
 """
 
 from __future__ import annotations
