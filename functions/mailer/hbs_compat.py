@@ -100,6 +100,8 @@ class _Tag:
         # from turning the tag into a triple-stash.
         if self.triple:
             return "{{{ " + self.body + " }}}"
+        if self.body == "^":  # Handlebars.js's other spelling of {{else}}; the engine knows only that one
+            return "{{ else }}"
         return "{{ " + self.body + " }}"
 
 
@@ -542,6 +544,7 @@ def _literal(value: str, *, tag_follows: bool) -> str:
 # --- `.length` of strings: Handlebars.js reads any own property of a value, the engine only paths into
 # mappings and lists (lists get `length` from JsArray). A path ending in `.length` becomes a lookup call.
 
+_PARENTS = re.compile(r"\.\.(?:/\.\.)*")
 _LENGTH_PATH = re.compile(r"(?P<base>[^\s\"'()=|]+?)[./]length")
 
 
@@ -581,9 +584,13 @@ def _length_value(token: str) -> str:
         return token
     if token.startswith("(") and token.endswith(")"):
         return "(" + _length_call(token[1:-1].strip(), name_too=False) + ")"
+    if token == "length":
+        return f'({PROPERTY_HELPER} this "length")'
     match = _LENGTH_PATH.fullmatch(token)
-    if match and not match["base"].endswith((".", "/")) and not match["base"][0].isdigit():
-        return f'({PROPERTY_HELPER} {match["base"]} "length")'
+    if match:
+        base = match["base"]
+        if _PARENTS.fullmatch(base) or not (base.endswith((".", "/")) or base[0].isdigit()):
+            return f'({PROPERTY_HELPER} {base} "length")'
     return token
 
 
@@ -608,7 +615,7 @@ def _length_call(header: str, *, name_too: bool) -> str:
 
 def _with_length_lookups(tag: _Tag) -> None:
     body = tag.body
-    if tag.raw or ".length" not in body and "/length" not in body:
+    if tag.raw or "length" not in body:
         return
     kind = tag.kind
     if kind == "mustache":

@@ -179,6 +179,7 @@ EDGES = [
     edge("if-else", "{{#if no}}yes{{else}}no{{/if}}"),
     edge("if-include-zero", "{{#if zero includeZero=true}}zero shown{{/if}}"),
     edge("if-else-chain", "{{#if no}}A{{else if nothing}}B{{else if one}}C{{else}}D{{/if}}"),
+    edge("caret-else", "{{#if no}}a{{^}}b{{/if}} {{#each empty}}x{{^}}none{{/each}}\n{{#if no}}\na\n{{^}}\nc\n{{/if}}\n"),
     edge("if-else-unless-chain", "{{#if no}}A{{else unless yes}}B{{else}}C{{/if}}"),
     edge("unless", "{{#unless no}}shown{{/unless}}{{#unless yes}}hidden{{else}}else{{/unless}}"),
     edge("each-array", "{{#each tags}}{{@index}}:{{this}}{{#if @first}}(first){{/if}}{{#if @last}}(last){{/if}} {{/each}}"),
@@ -206,6 +207,8 @@ EDGES = [
     edge("length-in-each", "{{#each nested}}{{this.length}},{{length}};{{/each}}{{#with tags}}{{length}}{{/with}}"),
     edge("length-root", "{{@root.tags.length}} {{#each items}}{{@root.items.length}}{{/each}}"),
     edge("length-of-a-string", "{{name.length}} {{blank.length}} {{#if name.length}}named{{/if}} {{user.name.length}}"),
+    edge("length-bare", "{{#each tags}}{{length}}{{/each}} {{#with name}}{{length}}{{/with}} {{#with user}}{{#each tags}}{{../../name.length}}{{../length}}{{/each}}{{/with}} {{#with prices}}{{length}}{{/with}}"),
+    edge("length-as-argument", "{{#with name}}{{#if length}}has {{length}}{{/if}}{{/with}} {{lookup tags length}}"),
     edge("length-of-other-things", "[{{prices.length}}][{{one.length}}][{{nothing.length}}][{{yes.length}}]"),
     edge("missing", "[{{nobody}}][{{user.nobody.deeper}}][{{tags.[7].x}}][{{nothing.x}}][{{../up}}]"),
     # values
