@@ -469,9 +469,19 @@ class _WhitespaceControl:
 # The output is a list of ("text", value) and ("tag", source) pieces, serialized by _serialize.
 
 
+def _is_inline_partial(node: Any) -> bool:
+    return isinstance(node, _Block) and isinstance(node.writing[0], _Tag) and node.writing[0].body.startswith("#*inline")
+
+
 def _write(program: _Program, out: list[tuple[str, str]]) -> None:
+    # Handlebars.js runs a program's decorators before its body: every {{#*inline}} of a block is
+    # defined from the block's start (a call may come first; the last definition of a name wins).
     for node in program.body:
-        _write_node(node, out)
+        if _is_inline_partial(node):
+            _write_node(node, out)
+    for node in program.body:
+        if not _is_inline_partial(node):
+            _write_node(node, out)
 
 
 def _write_node(node: Any, out: list[tuple[str, str]]) -> None:

@@ -268,6 +268,8 @@ EDGES = [
     edge("partial-block-fallback", "{{#> nowhere}}fallback {{name}}{{/nowhere}}", partials=PARTIALS),
     edge("partial-block", "{{#> footer}}ignored{{/footer}}", partials=PARTIALS),
     edge("inline-partial", "{{#*inline \"greet\"}}Hi {{name}}{{/inline}}{{> greet}}!"),
+    edge("inline-partial-standalone", "{{#*inline \"row\"}}\n  <td>{{name}}</td>\n{{/inline}}\n<tr>\n  {{> row}}\n  {{~> row ~}}\n</tr>\n"),
+    edge("inline-partial-order", "{{> early}}{{#*inline \"early\"}}E{{/inline}} {{#*inline \"twice\"}}1{{/inline}}{{> twice}}{{#*inline \"twice\"}}2{{/inline}}{{> twice}}"),
     edge("partial-dynamic", "{{> (lookup . 'which')}}", {**DATA, "which": "footer"}, partials=PARTIALS),
     # errors: a template that fails in Handlebars.js fails here too
     edge("error-missing-helper", "{{shout name}}"),
