@@ -117,6 +117,11 @@ class Case:
 
 
 UTC = datetime.timezone.utc
+# Firestore values as the function decodes them. Both renderers get them as mailer.templates.template_data
+# formats them (timestamps as ISO 8601, bytes as base64, a geo point as a map, a reference as its path): the
+# corpus compares the engines. The extension hands Handlebars the Node.js client's objects instead (a
+# Timestamp prints its valueOf() sort key, a GeoPoint hides latitude/longitude behind prototype getters
+# Handlebars 4.7 refuses to read), which the function deliberately does not copy.
 DATA: dict[str, Any] = {
     "name": "Ada",
     "user": {"name": "Ada Lovelace", "address": {"city": "Turin"}, "tags": ["admin", "beta"]},
