@@ -182,6 +182,8 @@ def _scan(source: str) -> list[_Tag | _Content]:
                 end, closer, strip_close = p2, 4, True
             if not strip_close and source.startswith("}", end + closer):
                 raise ValueError(_BRACE_AFTER_TAG)
+            if source[body_start:end].strip().startswith(("#", "/", ">", "^", "!", "&", "{")):
+                raise ValueError("'{{{' opens a block, partial or comment tag (Handlebars.js refuses the template)")
             parts.append(_Tag(source[body_start:end].strip(), open=strip_open, close=strip_close, triple=True))
             i = end + closer
             continue
@@ -298,6 +300,8 @@ class _Parser:
         if end.kind == "else":
             if open_tag.raw:
                 raise _Unsupported
+            if open_tag.body.startswith(("#>", "#*")):
+                raise ValueError("{{else}} in a partial block or an inline partial (Handlebars.js refuses the template)")
             inverse_and_program, end, chain_writing = self.inverse()
             writing.extend(chain_writing)
         else:
@@ -634,8 +638,7 @@ def _with_length_lookups(tag: _Tag) -> None:
     elif kind == "open" and not body.startswith(("#>", "#*")):
         tag.body = body[0] + _length_call(body[1:].strip(), name_too=False)
     elif kind == "else" and body.startswith(("else if ", "else unless ")):
-        helper, rest = body[len("else ") :].split(" ", 1)
-        tag.body = "else " + helper + " " + _length_call(rest.strip(), name_too=False)
+        tag.body = "else " + _length_call(body[len("else ") :].strip(), name_too=False)
 
 
 # {{10}}, {{true}}, {{"text"}}: Handlebars.js takes a lone literal as a helper's name and prints nothing;
