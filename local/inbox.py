@@ -25,6 +25,14 @@ changed:
 
 Several faults may be set at once (one per stage). With a `fault_file`, the inbox reads its faults from
 that file (one SPEC a line; a missing file means none) and re-reads it when it changes.
+
+Delivery status notifications (RFC 3461): the inbox advertises DSN and takes RET and ENVID on MAIL FROM,
+NOTIFY and ORCPT on RCPT TO, refusing a malformed or repeated one with 501 5.5.4 (as Postfix does), so
+documents with `dsn` can be tried locally. It sends no reports; a stored message records the parameters
+it was sent with, as written, after its trace lines:
+
+    X-Inbox-DSN: MAIL RET=HDRS ENVID=order-123
+    X-Inbox-DSN: RCPT <ada@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;ada@example.com
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import email.parser
 import email.policy
 import hmac
@@ -39,6 +48,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import threading
 import weakref
 from collections.abc import Sequence
@@ -132,8 +142,74 @@ def write_fault_file(path: Path, faults: Sequence[InboxFault]) -> None:
     os.replace(partial, path)
 
 
+DSN_MAIL_PARAMETERS = ("RET", "ENVID")
+DSN_RCPT_PARAMETERS = ("NOTIFY", "ORCPT")
+DSN_TRACE_HEADER = "X-Inbox-DSN"
+_XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+")  # RFC 3461 4: xtext
+_ADDR_TYPE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")  # an atom (RFC 3461 4.2)
+MAX_ENVID_CHARS, MAX_ORCPT_CHARS = 100, 500  # RFC 3461 4.4, 4.2
+
+
+def dsn_parameter_problem(parameters: Sequence[str]) -> str | None:
+    """Why DSN parameters (`KEY=value` as the client wrote them) are malformed or repeated, or None."""
+    seen: set[str] = set()
+    for parameter in parameters:
+        key, _, value = parameter.partition("=")
+        key = key.upper()
+        if key in seen:
+            return f"{key} given twice"
+        seen.add(key)
+        if key == "RET":
+            ok = value.upper() in ("FULL", "HDRS")
+        elif key == "ENVID":
+            ok = bool(_XTEXT.fullmatch(value)) and len(value) <= MAX_ENVID_CHARS
+        elif key == "NOTIFY":
+            items = value.upper().split(",")
+            ok = (items == ["NEVER"] or (set(items) <= {"SUCCESS", "FAILURE", "DELAY"} and len(set(items)) == len(items)))
+        else:  # ORCPT: addr-type ";" xtext
+            addr_type, semicolon, address = value.partition(";")
+            ok = (bool(semicolon) and bool(_ADDR_TYPE.fullmatch(addr_type)) and bool(_XTEXT.fullmatch(address))
+                  and len(value) <= MAX_ORCPT_CHARS)
+        if not ok:
+            return f"Bad {key} parameter syntax"
+    return None
+
+
 class _FaultySMTP(SMTP):
-    """aiosmtpd's SMTP with the greeting fault: a stall before the 220, or another reply and a close."""
+    """aiosmtpd's SMTP with the greeting fault (a stall before the 220, or another reply and a close) and
+    DSN parameters: aiosmtpd refuses every MAIL/RCPT parameter it does not know (555) before it calls the
+    handler, so the DSN ones are taken out of the command here, as written, and the handler checks them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # aiosmtpd keeps these limits in one dict shared by every instance; RFC 3461 5 lengthens MAIL by
+        # ENVID and RET, RCPT by NOTIFY and ORCPT.
+        limit = SMTP.command_size_limit
+        self.command_size_limits = collections.defaultdict(
+            lambda: limit, {"MAIL": limit + 110, "RCPT": limit + 530})
+        self.dsn_parameters: list[str] = []  # of the MAIL or RCPT command being handled
+
+    async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802
+        await super().smtp_MAIL(self._take_dsn(arg, "FROM:", DSN_MAIL_PARAMETERS))
+
+    async def smtp_RCPT(self, arg: str | None) -> None:  # noqa: N802
+        await super().smtp_RCPT(self._take_dsn(arg, "TO:", DSN_RCPT_PARAMETERS))
+
+    def _take_dsn(self, arg: str | None, keyword: str, names: tuple[str, ...]) -> str | None:
+        """The command's argument without its DSN parameters, which go to self.dsn_parameters."""
+        self.dsn_parameters = []
+        if arg is None or self.session is None or not self.session.extended_smtp:
+            return arg
+        stripped = self._strip_command_keyword(keyword, arg)
+        if stripped is None:
+            return arg
+        address, params = self._getaddr(stripped)
+        if not address or not params or not stripped.endswith(params):
+            return arg
+        kept = []
+        for token in params.split():
+            (self.dsn_parameters if token.partition("=")[0].upper() in names else kept).append(token)
+        return " ".join([f"{keyword}{stripped[: len(stripped) - len(params)].rstrip()}", *kept])
 
     async def _handle_client(self) -> None:
         fault = self.event_handler.fault_at("greeting")
@@ -354,7 +430,7 @@ class SmtpInbox:
         if (reply := await self._fault("ehlo")) is not None:
             return [reply]
         session.host_name = hostname  # the 5-argument hook must do this itself
-        return [responses[0], "250-PIPELINING", *responses[1:]]
+        return [responses[0], "250-PIPELINING", "250-DSN", *responses[1:]]
 
     async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str) -> str:
         if (reply := await self._fault("ehlo")) is not None:
@@ -366,16 +442,26 @@ class SmtpInbox:
                           options: list[str]) -> str:
         if (reply := await self._fault("mail")) is not None:
             return reply
+        dsn = list(getattr(server, "dsn_parameters", ()))
+        if (problem := dsn_parameter_problem(dsn)) is not None:
+            return f"501 5.5.4 {problem}"
         envelope.mail_from = address
-        envelope.mail_options.extend(options)
+        envelope.mail_options.extend([*options, *dsn])
+        if dsn:
+            _dsn_trace(envelope).append(" ".join(["MAIL", *dsn]))
         return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
         if (reply := await self._fault("rcpt")) is not None:
             return reply
+        dsn = list(getattr(server, "dsn_parameters", ()))
+        if (problem := dsn_parameter_problem(dsn)) is not None:
+            return f"501 5.5.4 {problem}"
         envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(options)
+        envelope.rcpt_options.extend([*options, *dsn])
+        if dsn:
+            _dsn_trace(envelope).append(" ".join(["RCPT", f"<{address}>", *dsn]))
         return "250 OK"
 
     async def _fault(self, stage: str) -> str | None:
@@ -396,6 +482,7 @@ class SmtpInbox:
             return TEMPFAIL_REPLY
         trace = [f"Return-Path: <{envelope.mail_from or ''}>"]
         trace += [f"Delivered-To: {recipient}" for recipient in envelope.rcpt_tos]
+        trace += [f"{DSN_TRACE_HEADER}: {line}" for line in _dsn_trace(envelope)]
         message_id = self._store("\r\n".join(trace).encode() + b"\r\n" + content)
         return f"250 2.0.0 Ok: stored as {message_id}"
 
@@ -418,3 +505,11 @@ class SmtpInbox:
         partial.write_bytes(data)
         os.replace(partial, self.folder / f"{message_id}.eml")  # readers never see half a file
         return message_id
+
+
+def _dsn_trace(envelope: Envelope) -> list[str]:
+    """The DSN parameters of this transaction's MAIL and RCPTs, one line each (kept on the envelope, which
+    aiosmtpd replaces after DATA and RSET)."""
+    if not hasattr(envelope, "dsn_trace"):
+        envelope.dsn_trace = []  # type: ignore[attr-defined]
+    return envelope.dsn_trace  # type: ignore[attr-defined]

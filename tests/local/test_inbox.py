@@ -192,3 +192,63 @@ def test_the_inbox_advertises_pipelining_and_takes_a_pipelined_envelope(inbox: I
         assert client.getreply()[0] == 250
     [summary] = list_messages(inbox.folder)
     assert summary.subject == "Pipelined"
+
+
+# -- delivery status notifications (RFC 3461) ------------------------------------------------------------
+
+def dsn_session(inbox: InboxUnderTest, commands: list[str]) -> list[tuple[int, bytes]]:
+    """EHLO, STARTTLS, AUTH, then each command; the replies to the commands."""
+    with smtplib.SMTP(inbox.smtp.host, inbox.smtp.port, timeout=10) as client:
+        client.starttls(context=inbox.tls.client_context())
+        client.ehlo()
+        assert client.has_extn("dsn")
+        client.login(INBOX_USER, INBOX_PASSWORD)
+        return [client.docmd(command) for command in commands]
+
+
+def test_the_inbox_offers_dsn_and_records_the_parameters_as_sent(inbox: InboxUnderTest) -> None:
+    with smtplib.SMTP(inbox.smtp.host, inbox.smtp.port, timeout=10) as client:
+        client.starttls(context=inbox.tls.client_context())
+        client.ehlo()
+        assert client.has_extn("dsn")
+        client.login(INBOX_USER, INBOX_PASSWORD)
+        orcpt = "ORCPT=rfc822;" + "a" * 64 + "+2Btag@example.com"
+        client.send_message(simple_message("With DSN"), "bounces@example.com",
+                            ["ada@example.com", "grace@example.com"],
+                            mail_options=["RET=HDRS", "ENVID=Order+2B123+3Dx"],
+                            rcpt_options=["NOTIFY=SUCCESS,FAILURE,DELAY", orcpt])
+    [summary] = list_messages(inbox.folder)
+    data = message_path(inbox.folder, summary.id).read_bytes()
+    assert data.startswith(
+        b"Return-Path: <bounces@example.com>\r\nDelivered-To: ada@example.com\r\nDelivered-To: grace@example.com\r\n"
+        b"X-Inbox-DSN: MAIL RET=HDRS ENVID=Order+2B123+3Dx\r\n"  # as written: the envelope id keeps its case
+        b"X-Inbox-DSN: RCPT <ada@example.com> NOTIFY=SUCCESS,FAILURE,DELAY " + orcpt.encode() + b"\r\n"
+        b"X-Inbox-DSN: RCPT <grace@example.com> NOTIFY=SUCCESS,FAILURE,DELAY " + orcpt.encode() + b"\r\n"
+        b"From: ")
+    assert summary.subject == "With DSN"
+
+
+@pytest.mark.parametrize("mail, rcpt", [
+    ("RET=SOME", "NOTIFY=NEVER"),
+    ("ENVID=a+zz", "NOTIFY=NEVER"),
+    ("ENVID=" + "x" * 101, "NOTIFY=NEVER"),
+    ("RET=FULL RET=HDRS", "NOTIFY=NEVER"),
+    ("RET=FULL", "NOTIFY=NEVER,SUCCESS"),
+    ("RET=FULL", "NOTIFY=SUCCESS,SUCCESS"),
+    ("RET=FULL", "ORCPT=ada@example.com"),
+    ("RET=FULL", "ORCPT=rfc822;a=b@example.com"),
+])
+def test_malformed_dsn_parameters_get_501(inbox: InboxUnderTest, mail: str, rcpt: str) -> None:
+    mail_reply, rcpt_reply = dsn_session(inbox, [f"MAIL FROM:<b@example.com> {mail}", f"RCPT TO:<ada@example.com> {rcpt}"])
+    good_mail = mail in ("RET=FULL",)
+    assert mail_reply[0] == (250 if good_mail else 501), mail_reply
+    if good_mail:
+        assert rcpt_reply[0] == 501 and rcpt_reply[1].startswith(b"5.5.4 Bad "), rcpt_reply
+    else:
+        assert mail_reply[1].startswith(b"5.5.4 ")
+
+
+def test_dsn_parameters_belong_to_their_command(inbox: InboxUnderTest) -> None:
+    replies = dsn_session(inbox, ["MAIL FROM:<b@example.com> NOTIFY=NEVER", "MAIL FROM:<b@example.com> SIZE=10 RET=FULL",
+                                  "RCPT TO:<ada@example.com> ENVID=x", "RCPT TO:<ada@example.com> NOTIFY=never"])
+    assert [code for code, _ in replies] == [555, 250, 555, 250]

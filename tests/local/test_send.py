@@ -110,6 +110,21 @@ def test_send_from_a_json_file(served: ServedStack, tmp_path: Path) -> None:
     assert (headers["Cc"], headers["Reply-To"]) == ("grace@example.com", "help@example.com")
 
 
+def test_a_document_with_dsn_is_sent_with_its_dsn_parameters(served: ServedStack, tmp_path: Path) -> None:
+    # The local inbox offers DSN (README "Delivery status notifications"), so make send can try it.
+    document = {"to": "ada@example.com", "message": {"subject": "With DSN", "text": "Report on delivery."},
+                "dsn": {"id": "Order 123+x", "return": "headers", "notify": ["success", "failure"],
+                        "recipient": "ada@example.com"}}
+    path = tmp_path / "dsn.json"
+    path.write_text(json.dumps(document))
+    code, output = served.send("--json", str(path), "--id", "with-dsn")
+    assert code == 0, output
+    [stored] = [m for m in list_messages(Path(served.state.inbox_dir)) if m.subject == "With DSN"]
+    data = (Path(served.state.inbox_dir) / f"{stored.id}.eml").read_bytes()
+    assert b"X-Inbox-DSN: MAIL RET=HDRS ENVID=Order+20123+2Bx\r\n" in data
+    assert b"X-Inbox-DSN: RCPT <ada@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;ada@example.com\r\n" in data
+
+
 def test_send_reports_a_refused_document_and_exits_1(served: ServedStack) -> None:
     code, output = served.send("--to", "ada@example.com", "--text", "no subject")
     assert code == 1
