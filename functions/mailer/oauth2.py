@@ -15,14 +15,14 @@ messages or logs: the endpoint's error_description is quoted only after removing
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 
 from mailer.credentials import CredentialError, Secret
@@ -119,34 +119,17 @@ class TokenSource:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": self.client_id}
         if client_secret is not None:
             form["client_secret"] = client_secret
-        request = urllib.request.Request(
-            self.token_url,
-            data=urllib.parse.urlencode(form).encode("ascii"),
-            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-            method="POST",
-        )
+        body_out = urllib.parse.urlencode(form).encode("ascii")
         hidden = [refresh_token, client_secret]
         endpoint = _endpoint(self.token_url)
         try:
-            context = self._tls_context if self.token_url.lower().startswith("https:") else None
-            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as response:
-                status, body = response.status, response.read(MAX_RESPONSE_BYTES)
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-            try:
-                body = exc.read(MAX_RESPONSE_BYTES)
-            except OSError:
-                body = b""
-            finally:
-                exc.close()
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            if isinstance(reason, ssl.SSLCertVerificationError):
+            status, body = self._post(body_out)
+        except OSError as exc:
+            if isinstance(exc, ssl.SSLCertVerificationError):
                 raise CredentialError(
                     f"OAuth2 token endpoint {endpoint}: TLS certificate verification failed "
-                    f"({reason.verify_message}) (option 'oauth2TokenUrl')", transient=False) from None
-            text = "timed out" if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError) else (
-                getattr(reason, "strerror", None) or type(reason).__name__)
+                    f"({exc.verify_message}) (option 'oauth2TokenUrl')", transient=False) from None
+            text = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
             raise CredentialError(f"OAuth2 token endpoint {endpoint} unreachable: {text}; will try again",
                                   transient=True) from None
         payload = _json(body)
@@ -164,6 +147,55 @@ class TokenSource:
         raise CredentialError(
             f"OAuth2 token endpoint {endpoint} returned {what}" + ("; will try again" if transient else ""),
             transient=transient)
+
+    def _post(self, body: bytes) -> tuple[int, bytes]:
+        """POST the form; (status, at most MAX_RESPONSE_BYTES of the body). `timeout` bounds the whole
+        exchange, not each socket operation: an endpoint that trickles its answer a byte at a time
+        (or sends endless headers) is cut off when the time is up, so a send never waits longer than
+        that on the token endpoint. Raises OSError (TimeoutError when the time ran out)."""
+        parts = urllib.parse.urlsplit(self.token_url)
+        if parts.scheme.lower() == "https":
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                parts.hostname or "", parts.port, timeout=self.timeout, context=self._tls_context)
+        else:
+            connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=self.timeout)
+        expired = threading.Event()
+        sockets: list[socket.socket] = []  # (an HTTP/1.0 answer detaches the socket from the connection)
+
+        def expire() -> None:  # unblocks a recv that is still waiting when the time is up
+            expired.set()
+            for sock in [connection.sock, *sockets]:
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        watchdog = threading.Timer(self.timeout, expire)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            connection.connect()
+            sockets.append(connection.sock)
+            if expired.is_set():  # the time ran out before the socket existed (a slow DNS lookup)
+                raise TimeoutError("token endpoint timed out")
+            connection.request("POST", path, body=body, headers={
+                "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"})
+            response = connection.getresponse()
+            data = response.read(MAX_RESPONSE_BYTES)
+            if expired.is_set():
+                raise TimeoutError("token endpoint answer cut off")
+            return response.status, data
+        except (OSError, http.client.HTTPException) as exc:
+            if expired.is_set() or isinstance(exc, TimeoutError):
+                raise TimeoutError("token endpoint timed out") from None
+            if isinstance(exc, OSError):
+                raise
+            raise ConnectionError(type(exc).__name__) from None  # a malformed HTTP answer
+        finally:
+            watchdog.cancel()
+            connection.close()
 
     def _rotate(self, new_refresh_token: object, used: str) -> None:
         if isinstance(new_refresh_token, str) and new_refresh_token and new_refresh_token != used:

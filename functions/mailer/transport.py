@@ -1000,7 +1000,7 @@ class _Auth:
                 raise SmtpConfigError(
                     f"{URI_NAME}: authMethod=XOAUTH2 needs SMTP_OAUTH2_REFRESH_TOKEN or "
                     "SMTP_OAUTH2_REFRESH_TOKEN_SECRET")
-            from mailer.oauth2 import TokenSource  # (urllib.request only for XOAUTH2 deployments)
+            from mailer.oauth2 import TokenSource  # (http.client only for XOAUTH2 deployments)
 
             assert settings.oauth2_token_url and settings.oauth2_client_id  # parse_smtp_uri checks
             self.tokens = TokenSource(

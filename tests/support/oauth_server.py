@@ -62,6 +62,7 @@ class TokenEndpoint:
         self.revoke_rotated = False  # ... and the one it replaced stops working
         self.fail_status: int | None = None  # answer every request with this (5xx: JSON error)
         self.hang_seconds = 0.0  # wait this long before answering
+        self.trickle_seconds = 0.0  # send the answer's body one byte at a time, this long apart
         self.omit_expires_in = False
         self.requests = 0  # POSTs received
         self.grants = 0  # access tokens issued
@@ -153,7 +154,7 @@ class TokenEndpoint:
             self._reply(request, self.fail_status, {"error": "server_error", "error_description": "backend unavailable"})
             return
         status, payload = self._grant(form)
-        self._reply(request, status, payload)
+        self._reply(request, status, payload, self.trickle_seconds)
 
     def _grant(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         if form.get("grant_type") != "refresh_token":
@@ -186,7 +187,7 @@ class TokenEndpoint:
         return 200, payload
 
     @staticmethod
-    def _reply(request: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> None:
+    def _reply(request: BaseHTTPRequestHandler, status: int, payload: dict[str, Any], trickle: float = 0.0) -> None:
         data = json.dumps(payload).encode("utf-8")
         try:
             request.send_response(status)
@@ -194,7 +195,12 @@ class TokenEndpoint:
             request.send_header("Content-Length", str(len(data)))
             request.send_header("Cache-Control", "no-store")
             request.end_headers()
-            request.wfile.write(data)
+            if not trickle:
+                request.wfile.write(data)
+            for index in range(len(data) if trickle else 0):  # every byte well within a socket timeout
+                request.wfile.write(data[index:index + 1])
+                request.wfile.flush()
+                time.sleep(trickle)
         except OSError:
             pass  # the client gave up (a hang test)
 

@@ -294,6 +294,19 @@ def test_a_hanging_token_endpoint_times_out_as_transient(setup) -> None:
     assert caught.value.transient is True and "timed out" in caught.value.message
 
 
+def test_a_token_endpoint_trickling_its_answer_is_cut_off_at_the_timeout(setup) -> None:
+    """Each byte comes well within the socket timeout, so only a deadline on the whole exchange stops it
+    (the answer would otherwise take minutes, holding the token lock and every send on the instance)."""
+    s = setup()
+    s.tokens.trickle_seconds = 0.1
+    pool = s.pool(connectionTimeout=500)
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as caught:
+        send(pool)
+    assert time.monotonic() - started < 2.0, caught.value.message
+    assert caught.value.transient is True and "timed out" in caught.value.message
+
+
 def test_an_unreachable_token_endpoint_is_transient(setup) -> None:
     s = setup()
     s.tokens.stop()  # nothing listens on its port any more
