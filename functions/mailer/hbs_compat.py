@@ -8,7 +8,7 @@ The engine is used as installed; this module only prepares what it is given:
   result back as a template whose text the engine keeps exactly: `~` marks removed, comments dropped,
   and an empty `{{""}}` before every block, else and partial tag so the engine's own standalone-line
   rule finds nothing to remove. On the way, `x.length` paths become a property lookup (strings have a
-  length too), a lone literal (`{{10}}`) prints nothing, `{{{{raw}}}}` blocks are ordinary blocks over
+  length too), `items.0.name` becomes `items.[0].name`, a lone literal (`{{10}}`) prints nothing, `{{{{raw}}}}` blocks are ordinary blocks over
   literal text, and a `}` right after a tag is the syntax error it is in Handlebars.js. Attachment
   strings follow the extension's JSON-text rules (no standalone lines; `~` stops at a newline).
 - Data: `js_value(value)` gives lists `.length` and `.[n]` paths (`{{items.length}}`), prints floats
@@ -559,7 +559,7 @@ def _literal(value: str, *, tag_follows: bool) -> str:
 # mappings and lists (lists get `length` from JsArray). A path ending in `.length` becomes a lookup call.
 
 _PARENTS = re.compile(r"\.\.(?:/\.\.)*")
-_LENGTH_PATH = re.compile(r"(?P<base>[^\s\"'()=|]+?)[./]length")
+_LENGTH_PATH = re.compile(r"(?P<base>[^\s\"'()=|]+?)[./](?:length|\[length\])")
 
 
 def _engine_args(text: str) -> list[str]:
@@ -641,6 +641,22 @@ def _with_length_lookups(tag: _Tag) -> None:
         tag.body = "else " + _length_call(body[len("else ") :].strip(), name_too=False)
 
 
+# {{items.0.name}}: Handlebars.js reads a number between two path separators as a segment (its lexer
+# takes digits as a NUMBER only before ~, }, a space or `)`, so `items.0` alone is a syntax error there
+# too); the engine refuses it. Written as `items.[0].name`, which both read the same way.
+_NUMERIC_SEGMENT = re.compile(r"(?<=[./])([0-9]+)(?=[./])")
+_QUOTED_OR_BRACKETED = re.compile(r"(\"[^\"]*\"|'[^']*'|\[[^\]]*\])")
+
+
+def _bracket_numeric_segments(tag: _Tag) -> None:
+    if tag.raw or tag.kind == "comment" or not _NUMERIC_SEGMENT.search(tag.body):
+        return
+    tag.body = "".join(
+        chunk if chunk[:1] in "\"'[" else _NUMERIC_SEGMENT.sub(r"[\1]", chunk)
+        for chunk in _QUOTED_OR_BRACKETED.split(tag.body)
+    )
+
+
 # {{10}}, {{true}}, {{"text"}}: Handlebars.js takes a lone literal as a helper's name and prints nothing;
 # the engine prints numbers and booleans.
 _LITERAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?|true|false|null|undefined|\"[^\"]*\"|'[^']*'")
@@ -673,6 +689,7 @@ def rewrite(source: str, *, attachment: bool = False) -> str:
     for part in parts:
         if isinstance(part, _Tag):
             _silence_literal(part)
+            _bracket_numeric_segments(part)
             if not attachment:
                 _with_length_lookups(part)
     _WhitespaceControl(json_text=attachment).program(program)

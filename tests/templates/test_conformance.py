@@ -216,6 +216,10 @@ EDGES = [
     edge("length-bare", "{{#each tags}}{{length}}{{/each}} {{#with name}}{{length}}{{/with}} {{#with user}}{{#each tags}}{{../../name.length}}{{../length}}{{/each}}{{/with}} {{#with prices}}{{length}}{{/with}}"),
     edge("length-as-argument", "{{#with name}}{{#if length}}has {{length}}{{/if}}{{/with}} {{lookup tags length}}"),
     edge("length-of-other-things", "[{{prices.length}}][{{one.length}}][{{nothing.length}}][{{yes.length}}]"),
+    edge("numeric-path-segments", "{{items.0.name}}|{{nested.1.[0]}}|{{#each items}}{{../items.1.name}}{{/each}}|{{#if items.0.price}}p{{/if}}|"
+         "{{items.0.name.length}}|{{user/tags/1.x}}|{{#items.0.name}}[{{this}}]{{/items.0.name}}|{{lookup prices 't.0.a'}}|{{nested.1.0.x}}"),
+    edge("length-bracketed", "{{user.name.[length]}} {{tags.[length]}} {{#if name.[length]}}named{{/if}}"),
+    edge("error-numeric-last-segment", "{{items.0}}"),
     edge("missing", "[{{nobody}}][{{user.nobody.deeper}}][{{tags.[7].x}}][{{nothing.x}}][{{../up}}]"),
     # values
     edge("numbers", "{{zero}} {{one}} {{neg}} {{float}} {{whole_float}} {{third}} {{safe_big}}"),
