@@ -202,7 +202,10 @@ class Resolved:
 
 
 def _loopback(host: str) -> bool:
-    if host.lower() == "localhost":
+    # As the function's smtp_uri.is_loopback_host: localhost (also written with a final dot or as a
+    # *.localhost name), 127.0.0.0/8 and ::1.
+    lowered = host.lower()
+    if lowered in ("localhost", "localhost.") or lowered.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -211,11 +214,20 @@ def _loopback(host: str) -> bool:
 
 
 def check_token_url(value: str) -> str:
-    """https, or http for a loopback host only (a local token endpoint); ValueError otherwise."""
+    """https, or http for a loopback host only (a local token endpoint); ValueError otherwise. Refuses
+    what the function's URI parser refuses in option oauth2TokenUrl (credentials, a bad port), so such a
+    value stops the preview instead of failing every email."""
     parts = urlsplit(value)
-    if parts.scheme == "https" and parts.hostname:
+    scheme = parts.scheme.lower()
+    try:
+        parts.port  # (raises ValueError for a port that is not a number from 0 to 65535)
+    except ValueError:
+        raise ValueError("has a port that is not a number from 1 to 65535") from None
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials (user:password@); the client secret is mailer:oauth2ClientSecret")
+    if scheme == "https" and parts.hostname:
         return value
-    if parts.scheme == "http" and parts.hostname and _loopback(parts.hostname):
+    if scheme == "http" and parts.hostname and _loopback(parts.hostname):
         return value
     raise ValueError("must be an https:// URL (http:// only for a loopback host such as 127.0.0.1)")
 

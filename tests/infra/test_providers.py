@@ -214,6 +214,13 @@ REFUSED = [
     ({**XOAUTH2_365, "mailer:oauth2ClientId": "3f1c client"}, "mailer:oauth2ClientId", "contains whitespace or a control character"),
     ({"mailer:smtpProvider": "sendgrid", "mailer:smtpUser": "api\tkey"}, "mailer:smtpUser", "contains whitespace or a control character"),
     ({**XOAUTH2_365, "mailer:oauth2TokenUrl": MS_TOKEN_URL + " x"}, "mailer:oauth2TokenUrl", "contains whitespace"),
+    ({"mailer:smtpConnectionUri": "smtp://mailer@relay.acme.test:587", "mailer:smtpAuthMethod": "XOAUTH2", "mailer:oauth2ClientId": "c",
+      "mailer:oauth2TokenUrl": "https://tokens.acme.test:99999/token"}, "mailer:oauth2TokenUrl", "has a port that is not a number"),
+    ({"mailer:smtpConnectionUri": "smtp://mailer@relay.acme.test:587", "mailer:smtpAuthMethod": "XOAUTH2", "mailer:oauth2ClientId": "c",
+      "mailer:oauth2TokenUrl": "https://svc:pw@tokens.acme.test/token"}, "mailer:oauth2TokenUrl", "must not carry credentials"),
+    ({"mailer:smtpConnectionUri": "smtp://mailer@relay.acme.test:587?authMethod=XOAUTH2&oauth2ClientId=c"
+                                  "&oauth2TokenUrl=https%3A%2F%2Fsvc%3Apw%40tokens.acme.test%2Ftoken"},
+     "mailer:oauth2TokenUrl", "must not carry credentials"),
 ]
 
 
@@ -415,3 +422,16 @@ def test_the_function_reads_every_built_uri_as_the_preset_meant_it(keys: dict[st
     assert (parsed.auth_method or None) == (options(loaded.smtp_connection_uri or "").get("authMethod"))
     if loaded.uses_xoauth2:
         assert (parsed.oauth2_token_url, parsed.oauth2_client_id) == (loaded.oauth2_token_url, loaded.oauth2_client_id)
+
+
+@pytest.mark.parametrize("token_url", [
+    "https://tokens.acme.test/token", "HTTPS://tokens.acme.test/token", "http://localhost./token",
+    "http://tokens.localhost:8444/token", "http://[::1]:8444/token", "https://tokens.acme.test:8443/o/token?tenant=x",
+])
+def test_a_token_url_the_model_accepts_is_one_the_function_accepts(token_url: str) -> None:
+    """infra/providers.check_token_url and the function's oauth2TokenUrl check agree (the model may not import it)."""
+    from mailer.smtp_uri import parse_smtp_uri
+
+    loaded = settings(**{"mailer:smtpConnectionUri": "smtp://mailer@relay.acme.test:587", "mailer:smtpAuthMethod": "XOAUTH2",
+                         "mailer:oauth2ClientId": "c", "mailer:oauth2TokenUrl": token_url})
+    assert parse_smtp_uri(loaded.smtp_connection_uri or "").oauth2_token_url == token_url
