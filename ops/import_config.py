@@ -53,8 +53,7 @@ EXTENSION_VERSION = "0.2.8"
 EVENT_PREFIX = f"firebase.extensions.{EXTENSION}.v1."
 # The lifecycle events this program publishes (issue 12 item 3), by the extension's short names: the
 # config model's list when it has one.
-FUNCTION_EVENTS: tuple[str, ...] = getattr(
-    infra_config, "EVENT_NAMES", ("onStart", "onProcessing", "onRetry", "onSuccess", "onError", "onComplete"))
+FUNCTION_EVENTS: tuple[str, ...] = infra_config.EVENT_NAMES
 SYSTEM_PREFIX = "firebaseextensions.v1beta.function/"
 DEFAULT_EXTENSION_REGION = "us-central1"  # the system parameter's default
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # nodemailer's OAuth2 default is Google's
@@ -476,10 +475,7 @@ def _extension_events(plan: Plan, values: Mapping[str, str], *, declared: Mappin
                       f"not an event this function publishes ({', '.join(FUNCTION_EVENTS)})")
     if not names:
         return
-    kind = declared.get("mailer:events")
-    if kind is None:
-        plan.skip("ALLOWED_EVENT_TYPES", "this version of the program has no mailer:events setting")
-        return
+    kind = declared["mailer:events"]
     channel = values.get("EVENTARC_CHANNEL", "")
     if not channel:
         plan.skip("ALLOWED_EVENT_TYPES", "no EVENTARC_CHANNEL in the file: set mailer:events with mailer:eventsChannel "
@@ -540,8 +536,6 @@ def plan_from_logto(config: Any, *, project: str, stack: str, region: Optional[s
     if auth_type == "oauth2":
         if "privateKey" in auth or "serviceClient" in auth:
             plan.skip("auth.privateKey/serviceClient", "two-legged service-account OAuth2 is not supported; use a refresh token (XOAUTH2) or a password")
-        elif "mailer:smtpAuthMethod" not in declared:
-            plan.skip("auth (OAuth2)", "this version of the program has no mailer:smtpAuthMethod setting")
         else:
             plan.set("mailer:smtpAuthMethod", "XOAUTH2", "auth.type")
             token_url = auth.get("accessUrl") or GOOGLE_TOKEN_URL
@@ -877,6 +871,16 @@ def report(plan: Plan, problems: list[str], out: TextIO) -> None:
         out.writelines(f"  {problem}\n" for problem in problems)
 
 
+_STACK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _stack_name(value: str) -> str:
+    """Pulumi's rule for stack names; it also keeps the file inside the stacks folder (no `/`)."""
+    if not _STACK_NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r}: stack names are letters, digits, '-', '_' and '.'")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m ops.import_config",
@@ -888,7 +892,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     sources = parser.add_subparsers(dest="kind", required=True, metavar="{extension,logto,templates}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--stack", required=True, help="stack name: writes stacks/Pulumi.<stack>.yaml")
+    common.add_argument("--stack", required=True, type=_stack_name, help="stack name: writes stacks/Pulumi.<stack>.yaml")
     common.add_argument("--project", required=True, help="Google Cloud project id (gcp:project; replaces ${param:PROJECT_ID})")
     common.add_argument("--region", help="Cloud Functions region (mailer:region); overrides the source's")
     common.add_argument("--firestore-location", help="Firestore database location (mailer:firestoreLocation), e.g. nam5")
