@@ -53,7 +53,13 @@ if str(REPO_ROOT / "functions") not in sys.path:
     sys.path.append(str(REPO_ROOT / "functions"))
 
 from mailer.smtp_uri import SmtpConfigError, SmtpSettings, parse_smtp_uri  # noqa: E402
-from mailer.transport import _build_tls_context, _default_ehlo_name  # noqa: E402
+from mailer.transport import (  # noqa: E402
+    _build_tls_context,
+    _default_ehlo_name,
+    auth_password,
+    auth_xoauth2,
+    xoauth2_initial_response,
+)
 
 STACKS_DIR = REPO_ROOT / "stacks"
 PASSWORD_KEY = "mailer:smtpPassword"
@@ -779,12 +785,7 @@ class Checker:
         method = usable[0]
         username, password = settings.username, settings.password
         try:
-            if method == "PLAIN":
-                code, reply = self.client.docmd("AUTH", "PLAIN " + _b64(f"\0{username}\0{password}"))
-            else:
-                code, reply = self.client.docmd("AUTH", "LOGIN " + _b64(username))
-                if code == 334:
-                    code, reply = self.client.docmd(_b64(password))
+            code, reply = auth_password(self.client, method, username, password)
         except (smtplib.SMTPException, OSError) as error:
             self.report.add(Step("AUTH", FAIL, timer.ms, f"{method}: connection lost: {error}",
                                  "the server hung up during AUTH (too many failed logins from this address?)"))
@@ -844,8 +845,7 @@ class Checker:
             self.report.add(Step("token", FAIL, timer.ms, error.message, _cause_for_token(error)))
             return False
         redact.add(token)
-        initial = _b64(f"user={settings.username}\x01auth=Bearer {token}\x01\x01")
-        redact.add(initial)
+        redact.add(xoauth2_initial_response(settings.username, token))
         note = None
         if rotated:
             note = ("the endpoint issued a new refresh token (it rotates them, as Microsoft does); this command does not "
@@ -856,11 +856,7 @@ class Checker:
         self.credentials = Credentials(oauth2_client_secret=secret, oauth2_refresh_token=refresh)
         timer = _Timer()
         try:
-            code, reply = self.client.docmd("AUTH", "XOAUTH2 " + initial)
-            challenge = None
-            if code == 334:  # the error challenge: base64 JSON (status, schemes, scope); answered empty
-                challenge = _xoauth2_challenge(reply)
-                code, reply = self.client.docmd("")
+            code, reply, challenge = auth_xoauth2(self.client, settings.username, token)
         except (smtplib.SMTPException, OSError) as error:
             self.report.add(Step("AUTH", FAIL, timer.ms, f"XOAUTH2: connection lost: {error}", "the server hung up during AUTH"))
             return False
@@ -963,14 +959,6 @@ def _cause_for_token(error: Any) -> str:
     if error.transient:
         return "the token endpoint is unreachable or failing right now: check option 'oauth2TokenUrl' and try again"
     return "the token endpoint refused the grant; its answer above says why"
-
-
-def _xoauth2_challenge(reply: bytes) -> dict[str, Any] | None:
-    try:
-        decoded = json.loads(base64.b64decode(reply.strip(), validate=True))
-    except ValueError:
-        return None
-    return decoded if isinstance(decoded, dict) else None
 
 
 def _cause_for_xoauth2(settings: SmtpSettings, provider: str | None, challenge: dict[str, Any] | None) -> str:

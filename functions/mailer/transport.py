@@ -415,15 +415,7 @@ class _Connection:
             raise smtplib.SMTPAuthenticationError(code, reply)
 
     def _auth_password(self, method: str, password: str) -> tuple[int, bytes]:
-        client = self.client
-        # smtplib's own auth() encodes credentials as ASCII; RFC 4616 and real servers take UTF-8.
-        username = self.settings.username or ""
-        if method == "PLAIN":
-            return client.docmd("AUTH", "PLAIN " + _b64(f"\0{username}\0{password}"))
-        code, reply = client.docmd("AUTH", "LOGIN " + _b64(username))
-        if code == 334:
-            code, reply = client.docmd(_b64(password))
-        return code, reply
+        return auth_password(self.client, method, self.settings.username or "", password)
 
     def _authenticate_xoauth2(self) -> None:
         """SASL XOAUTH2 with a cached access token; a refused token is dropped, refreshed once and
@@ -445,17 +437,7 @@ class _Connection:
         raise _xoauth2_refused(self.settings, code, reply, challenge)
 
     def _xoauth2_once(self, token: str) -> tuple[int, bytes, dict[str, object] | None]:
-        """One AUTH XOAUTH2 with an initial response. A failure comes as a 334 challenge carrying a
-        base64 JSON error (status, schemes, scope); the client answers it with an empty line and
-        the server then sends its final reply."""
-        client = self.client
-        initial = _b64(f"user={self.settings.username}\x01auth=Bearer {token}\x01\x01")
-        code, reply = client.docmd("AUTH", "XOAUTH2 " + initial)
-        challenge = None
-        if code == 334:
-            challenge = _xoauth2_challenge(reply)
-            code, reply = client.docmd("")
-        return code, reply, challenge
+        return auth_xoauth2(self.client, self.settings.username or "", token)
 
     @property
     def pipelining(self) -> bool:
@@ -1037,6 +1019,37 @@ def _token_tls_context(settings: SmtpSettings) -> ssl.SSLContext:
         except (OSError, ssl.SSLError):
             pass  # _build_tls_context reports it, naming the option
     return context
+
+
+# -- SASL exchanges, shared with ops/check.py (which must authenticate exactly as the function does) --
+
+
+def auth_password(client: smtplib.SMTP, method: str, username: str, password: str) -> tuple[int, bytes]:
+    """AUTH PLAIN (initial response) or AUTH LOGIN (two challenges); the final (code, reply)."""
+    # smtplib's own auth() encodes credentials as ASCII; RFC 4616 and real servers take UTF-8.
+    if method == "PLAIN":
+        return client.docmd("AUTH", "PLAIN " + _b64(f"\0{username}\0{password}"))
+    code, reply = client.docmd("AUTH", "LOGIN " + _b64(username))
+    if code == 334:
+        code, reply = client.docmd(_b64(password))
+    return code, reply
+
+
+def xoauth2_initial_response(username: str, token: str) -> str:
+    """SASL XOAUTH2's initial response, base64: `user=<mailbox>^Aauth=Bearer <token>^A^A`."""
+    return _b64(f"user={username}\x01auth=Bearer {token}\x01\x01")
+
+
+def auth_xoauth2(client: smtplib.SMTP, username: str, token: str) -> tuple[int, bytes, dict[str, object] | None]:
+    """One AUTH XOAUTH2 with an initial response; (code, reply, the error challenge or None). A failure
+    comes as a 334 challenge carrying a base64 JSON error (status, schemes, scope); the client answers
+    it with an empty line and the server then sends its final reply."""
+    code, reply = client.docmd("AUTH", "XOAUTH2 " + xoauth2_initial_response(username, token))
+    challenge = None
+    if code == 334:
+        challenge = _xoauth2_challenge(reply)
+        code, reply = client.docmd("")
+    return code, reply, challenge
 
 
 def _xoauth2_challenge(reply: bytes) -> dict[str, object] | None:
