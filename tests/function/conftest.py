@@ -3,6 +3,7 @@ event type, filter and protobuf wire format) -> functions-framework -> a real SM
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from local.bridge import TriggerBridge
 from local.eventarc import pubsub_event
 from local.documents import FINAL_STATES, wait_for_delivery
+from mailer.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parents[2]
 CREATED = "google.cloud.firestore.document.v1.created"
@@ -105,3 +107,12 @@ def pipeline(firestore_emulator, function_app, sweep_app, unique_collection, mon
     yield line
     if line.bridge is not None:
         line.bridge.stop()
+
+
+@pytest.fixture
+def log_stream():
+    """The function's structured log lines, written to a string for the test to read."""
+    stream = io.StringIO()
+    configure_logging(stream=stream)
+    yield stream
+    configure_logging()

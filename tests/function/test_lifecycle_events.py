@@ -5,7 +5,6 @@ test asserts the exact sequence of event types per document: one per real transi
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -14,7 +13,6 @@ from datetime import datetime, timedelta, timezone
 import grpc
 import pytest
 
-from mailer.logs import configure_logging
 from mailer.settings import SettingsError, load_settings
 from tests.support.pubsub import EventReceiver, eventarc_receiver, pubsub_receiver  # noqa: F401 (fixtures)
 from tests.support.smtp import Behaviour
@@ -48,13 +46,6 @@ def line(pipeline, server, pubsub_receiver):  # noqa: F811
     pipeline.start_bridge()
     return pipeline
 
-
-@pytest.fixture
-def log_stream():
-    stream = io.StringIO()
-    configure_logging(stream=stream)
-    yield stream
-    configure_logging()
 
 
 def settled(receiver: EventReceiver, doc_id: str, count: int, timeout: float = 10.0) -> list[str]:

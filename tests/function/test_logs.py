@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 
 import pytest
 
-from mailer.logs import configure_logging
 from tests.support.smtp import Behaviour
 
 from .conftest import SMTP_PASSWORD, SMTP_USER
 
-
-@pytest.fixture
-def log_stream():
-    stream = io.StringIO()
-    configure_logging(stream=stream)
-    yield stream
-    configure_logging()
 
 
 def test_log_lines_are_structured_and_reveal_only_domains(pipeline, smtp_server, log_stream):
