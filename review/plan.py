@@ -8,8 +8,9 @@ printed as a reviewer reads it, then the policy pack's rules applied to what it 
 What the text holds, and what it leaves out on purpose:
 - every resource once, depth-first under its parent, siblings by name; a resource's key properties
   (IAM role, member and the resource it is granted on; trigger and filters; environment; scaling;
-  ingress; indexes; schedule; topic). Secret values print as [secret]; the SMTP password is a fixed
-  placeholder, never read from anywhere.
+  ingress; indexes; schedule; topic). Secret values print as [secret]; the secrets the stack needs
+  (the SMTP password, or with XOAUTH2 the OAuth2 client secret and refresh token) are fixed
+  placeholders, never read from anywhere (an encrypted `secure:` value in the stack file is ignored).
 - nothing that changes without a cause: no timestamps, and the mocked provider's ids and computed
   values are derived from the inputs. The source archive's object name is a content hash of
   functions/: it changes with every code change, so it prints as ``source-<content hash of functions/>.zip``
@@ -50,6 +51,8 @@ PLANS_DIR = REPO_ROOT / "review" / "plans"
 PASSWORD_KEY = "mailer:smtpPassword"
 # A fixed stand-in: the plan never needs the real password, only that it is a secret.
 PLACEHOLDER_PASSWORD = "offline-plan-placeholder"
+OAUTH2_KEYS = ("mailer:oauth2ClientSecret", "mailer:oauth2RefreshToken")
+ALL_SECRET_KEYS = (PASSWORD_KEY, *OAUTH2_KEYS)
 SECRET = "[secret]"
 ARCHIVE_NAME = "source-<content hash of functions/>.zip"
 UPDATE_COMMAND = "make plan-update"
@@ -304,11 +307,13 @@ def _name_of(run: StackRun, urn: Optional[str]) -> str:
     return f"{found.name} ({found.type})" if found else urn
 
 
-def render(stack: str, run: StackRun, results: Sequence[engine.PolicyResult]) -> str:
+def render(stack: str, run: StackRun, results: Sequence[engine.PolicyResult],
+           placeholders: Sequence[str] = (PASSWORD_KEY,)) -> str:
     by_urn = {r.urn: r for r in run.registrations}
     lines = [
         f"# Offline plan of stack {stack}: `make plan STACK={stack}`. Pulumi program under mocks (no CLI, no credentials);",
-        f"# {PASSWORD_KEY} is a placeholder, shown as {SECRET}. The source archive's content hash is left out.",
+        f"# {' and '.join(placeholders)} {'is a placeholder' if len(placeholders) == 1 else 'are placeholders'}, "
+        f"shown as {SECRET}. The source archive's content hash is left out.",
     ]
     grants = sorted(
         (role, member, _grant_scope(r.type, plain(r.raw)), r.name)
@@ -352,19 +357,49 @@ def stack_files(stacks_dir: Path = STACKS_DIR) -> list[Path]:
     return sorted(stacks_dir.glob("Pulumi.*.yaml"))
 
 
-def plan_config(stack_file: Path, overrides: Optional[Mapping[str, str]] = None) -> dict[str, str]:
-    return {**stack_config(stack_file), **(overrides or {}), PASSWORD_KEY: PLACEHOLDER_PASSWORD}
+def secret_keys(config: Mapping[str, str]) -> tuple[str, ...]:
+    """The secrets the stack's authentication method needs (the program refuses the others): the SMTP
+    password, or with XOAUTH2 (mailer:smtpAuthMethod, the URI's authMethod, the microsoft365 preset's
+    default) the OAuth2 client secret and refresh token."""
+    from infra.config import settings_problems
+
+    settings, _ = settings_problems(config)
+    if settings is not None:
+        xoauth2 = settings.uses_xoauth2
+    else:  # (an invalid stack fails in the program with its own errors; this only picks placeholders)
+        method = (config.get("mailer:smtpAuthMethod") or "").strip().upper()
+        xoauth2 = method == "XOAUTH2" or (not method and (config.get("mailer:smtpProvider") or "").strip() == "microsoft365")
+    return OAUTH2_KEYS if xoauth2 else (PASSWORD_KEY,)
+
+
+def plan_config(stack_file: Path, overrides: Optional[Mapping[str, str]] = None) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The stack's config with a placeholder for each secret it needs, and those keys. A value stored
+    encrypted (`secure: v1:...`, what `pulumi config set --secret` writes) only the CLI can read: it is
+    dropped, and the placeholder stands in for it."""
+    config = {key: value for key, value in {**stack_config(stack_file), **(overrides or {})}.items()
+              if key not in ALL_SECRET_KEYS and not _encrypted(value)}
+    keys = secret_keys(config)
+    return {**config, **{key: PLACEHOLDER_PASSWORD for key in keys}}, keys
+
+
+def _encrypted(value: str) -> bool:
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and set(parsed) == {"secure"}
 
 
 def make_plan(stack_file: Path, overrides: Optional[Mapping[str, str]] = None) -> Plan:
     """Run __main__.py for the stack file under the mocks and apply the policies to what it registered."""
     stack = stack_name(stack_file)
     harness = PulumiHarness()
-    harness.install(stack, plan_config(stack_file, overrides), [PASSWORD_KEY])
+    config, keys = plan_config(stack_file, overrides)
+    harness.install(stack, config, list(keys))
     run = harness.run_main()
     results = engine.check(run.registrations, POLICIES)
     names = {r.urn: f"{r.name} ({r.type})" for r in run.registrations}
-    return Plan(stack, render(stack, run, results), results, names)
+    return Plan(stack, render(stack, run, results, keys), results, names)
 
 
 def blocking_messages(plan: Plan) -> list[str]:

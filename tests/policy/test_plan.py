@@ -183,3 +183,39 @@ def test_nothing_imports_the_pack_entry_point() -> None:
         names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         names |= {f"{node.module}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
         assert not any(name.endswith("__main__") for name in names), path
+
+
+XOAUTH2_STACK = """config:
+  gcp:project: acme-mailer-oauth
+  mailer:region: europe-west1
+  mailer:firestoreLocation: eur3
+  mailer:defaultFrom: "Acme <noreply@acme.example>"
+  mailer:smtpProvider: microsoft365
+  mailer:smtpUser: noreply@acme.example
+  mailer:oauth2TokenUrl: https://login.microsoftonline.com/acme.example/oauth2/v2.0/token
+  mailer:oauth2ClientId: 3f1c-client
+  mailer:oauth2ClientSecret:
+    secure: v1:AAAAclientsecret
+  mailer:oauth2RefreshToken:
+    secure: v1:AAAArefreshtoken
+"""
+
+
+def test_an_xoauth2_stack_is_planned_with_oauth2_placeholders_and_no_password(tmp_path: Path) -> None:
+    """The plan stands in for the secrets the stack's authentication needs: for XOAUTH2 the OAuth2 client
+    secret and refresh token (stored encrypted in the stack file, as `pulumi config set --secret` writes
+    them), not an SMTP password the program refuses alongside XOAUTH2."""
+    stack_file = tmp_path / "Pulumi.oauth.yaml"
+    stack_file.write_text(XOAUTH2_STACK)
+    plan = review_plan.make_plan(stack_file)
+    assert plan.blocking == []
+    assert "mailer:oauth2ClientSecret and mailer:oauth2RefreshToken are placeholders" in plan.text
+    assert "roles/secretmanager.secretVersionAdder" in plan.text and "SMTP_PASSWORD" not in plan.text
+    assert "v1:AAAA" not in plan.text and review_plan.PLACEHOLDER_PASSWORD not in plan.text
+
+
+def test_an_encrypted_password_in_the_stack_file_plans_as_without_it(tmp_path: Path) -> None:
+    stack_file = tmp_path / "Pulumi.dev.yaml"
+    stack_file.write_text((REPO_ROOT / "stacks" / "Pulumi.dev.yaml").read_text()
+                          + "  mailer:smtpPassword:\n    secure: v1:AAAApassword\n")
+    assert review_plan.make_plan(stack_file).text == review_plan.make_plan(REPO_ROOT / "stacks" / "Pulumi.dev.yaml").text
