@@ -208,7 +208,9 @@ def _long_comment_end(source: str, start: int) -> int | None:
         i += 1
     if not source.startswith("!--", i):
         return None
-    search = i + 3
+    # Handlebars.js's lexer reads the whole tag again for the closing `--}}`, so the opener's own `--` may
+    # close it: `{{!--}}` and `{{!---}}` are complete comments.
+    search = i + 1
     while True:
         mark = source.find("--", search)
         if mark < 0:

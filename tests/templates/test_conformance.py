@@ -295,6 +295,7 @@ EDGES = [
     edge("error-block-in-triple", "{{{#if yes}}}x{{/if}}"),
     edge("else-if-length", "{{#if no}}a{{else if name.length}}{{name.length}}{{else}}c{{/if}}"),
     edge("error-tag-in-triple", "{{{! note }} {{name}}}"),
+    edge("comment-dashes-only", "a {{!--}} b {{!---}} c\n{{~!--~}}\n d {{!-- x --}}{{!----}}e\n{{!--}}\nf"),
     edge("braces-in-comments", "{{! {{name}} }}{{!-- {{{name}}} }} --}}ok"),
     edge("brace-after-tilde-else-comment", "{{name~}}} {{#if no}}{{else}}}{{/if}} {{! c }}}"),
     edge("raw-block-missing", "a{{{{nowhere}}}}{{name}}{{{{/nowhere}}}}b"),
