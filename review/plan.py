@@ -480,7 +480,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="make plan",
         description="The offline plan: __main__.py under Pulumi's mock runtime (no CLI, no credentials, the SMTP "
                     "password a placeholder), each resource with its key properties, then the policy pack's results. "
-                    "Exits 1 on a mandatory policy violation.",
+                    "Exits 1 on a mandatory policy violation, 2 when the stack's settings are invalid.",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--stack", help="the stack to plan, e.g. dev (stacks/Pulumi.<stack>.yaml)")
@@ -498,7 +498,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not stack_file.exists():
         known = ", ".join(stack_name(f) for f in stack_files())
         parser.error(f"no stack file {stack_file.relative_to(REPO_ROOT)}; stacks: {known}")
-    plan = make_plan(stack_file)
+    from infra.config import ConfigError
+
+    try:
+        plan = make_plan(stack_file)
+    except ConfigError as error:  # the stack's settings, one line naming each bad key (as `pulumi preview`)
+        sys.stderr.write(f"plan: stack {args.stack}: {error}\n")
+        return 2
     sys.stdout.write(plan.text)
     messages = blocking_messages(plan)
     for message in messages:

@@ -219,3 +219,14 @@ def test_an_encrypted_password_in_the_stack_file_plans_as_without_it(tmp_path: P
     stack_file.write_text((REPO_ROOT / "stacks" / "Pulumi.dev.yaml").read_text()
                           + "  mailer:smtpPassword:\n    secure: v1:AAAApassword\n")
     assert review_plan.make_plan(stack_file).text == review_plan.make_plan(REPO_ROOT / "stacks" / "Pulumi.dev.yaml").text
+
+
+def test_a_stack_the_config_model_refuses_exits_2_with_its_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "Pulumi.sg.yaml").write_text(XOAUTH2_STACK.replace("microsoft365", "sendgrid").split("  mailer:oauth2TokenUrl")[0])
+    monkeypatch.setattr(review_plan, "STACKS_DIR", tmp_path)
+    assert review_plan.main(["--stack", "sg"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert captured.err.startswith("plan: stack sg: mailer:smtpUser must be the literal word apikey for SendGrid")
