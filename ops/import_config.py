@@ -303,6 +303,12 @@ def plan_from_extension(params: Mapping[str, str], *, project: str, stack: str, 
     seen: set[str] = set()
     # `${param:PROJECT_ID}` is what ext:export put where the project id was.
     values = {key: _substitute(value, project) for key, value in params.items()}
+    for param, value in list(values.items()):
+        reference = PARAM_REFERENCE.search(value)
+        if reference and not SECRET_REFERENCE.match(value):  # secret references keep ${param:PROJECT_NUMBER}
+            plan.skip(param, f"refers to ${{param:{reference['name']}}}, which only Firebase resolves; "
+                             "write the value into the file (or set the stack key yourself)")
+            del values[param]
 
     for param, key in EXTENSION_DIRECT.items():
         if values.get(param, "") != "":

@@ -501,3 +501,16 @@ def test_a_stack_name_that_is_not_pulumis_is_refused_before_anything_is_written(
     assert exited.value.code == 2
     assert "stack names are letters, digits, '-', '_' and '.'" in capsys.readouterr().err
     assert not any(tmp_path.rglob("*.yaml"))
+
+
+def test_a_parameter_reference_other_than_the_project_id_is_listed_not_copied(tmp_path: Path) -> None:
+    env = tmp_path / "firestore-send-email.env"
+    env.write_text(EXTENSION_ENV.read_text().replace(
+        "DEFAULT_REPLY_TO=support@acme.example", "DEFAULT_REPLY_TO=${param:DEFAULT_FROM}"))
+    code, out, err = extension(tmp_path, env=env)
+    assert code == 0, out + err
+    assert "mailer:defaultReplyTo" not in out.split("Set these", 1)[0]
+    assert ("DEFAULT_REPLY_TO: refers to ${param:DEFAULT_FROM}, which only Firebase resolves; write the value into "
+            "the file (or set the stack key yourself)") in out.split("Not carried over:\n", 1)[1]
+    # The secret reference keeps its ${param:PROJECT_NUMBER}: it becomes the gcloud command as before.
+    assert "--secret=ext-firestore-send-email-SMTP_PASSWORD" in out
