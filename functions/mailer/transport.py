@@ -730,7 +730,7 @@ class SmtpPool:
             for secret in self._auth.secrets():
                 clean = clean.redacted(secret)
             raise clean from error.__cause__
-        for secret in self._auth.secrets():
+        for secret in self._auth.secrets() if result.deferred_reason else ():
             if result.deferred_reason and secret in result.deferred_reason:
                 result.deferred_reason = result.deferred_reason.replace(secret, "******")
         return result
@@ -970,6 +970,7 @@ class _Auth:
 
     def __init__(self, settings: SmtpSettings, credentials: Credentials | None = None) -> None:
         credentials = credentials or Credentials()
+        self.username = settings.username or ""
         self.password: Secret | None = credentials.password
         if self.password is None and settings.password is not None:
             self.password = PinnedSecret("SMTP_PASSWORD", settings.password)
@@ -1006,7 +1007,15 @@ class _Auth:
             values.append(self.password._value)  # type: ignore[attr-defined]
         if self.tokens is not None:
             values += self.tokens.secrets()
-        return [value for value in values if value]
+        values = [value for value in values if value]
+        # ... and the base64 forms AUTH sent them in, which a server may quote back ("535 bad <blob>"):
+        # the value alone (LOGIN), PLAIN's and XOAUTH2's initial responses. Longest first, so a longer
+        # form is masked whole before a secret inside it.
+        user = self.username
+        forms = set(values)
+        for value in values:
+            forms |= {_b64(value), _b64(f"\0{user}\0{value}"), xoauth2_initial_response(user, value)}
+        return sorted(forms, key=len, reverse=True)
 
 
 def _token_tls_context(settings: SmtpSettings) -> ssl.SSLContext:

@@ -213,6 +213,7 @@ class XOAuth2Handler(_Handler):
         super().__init__(owner)
         self.tokens = tokens
         self.challenges = 0  # 334 error challenges sent
+        self.echo = False  # quote the client's initial response back in the refusal (as a careless server might)
 
     async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:  # noqa: N802
         if len(args) == 1:  # no initial response: ask for it with an empty challenge
@@ -241,7 +242,8 @@ class XOAuth2Handler(_Handler):
         answer = await server.challenge_auth(error)
         if answer is MISSING:
             return AuthResult(success=False, handled=True)  # (aiosmtpd already answered 501)
-        return AuthResult(success=False, handled=False, message=XOAUTH2_REFUSED)
+        message = f"{XOAUTH2_REFUSED} (got {args[1]})" if self.echo and len(args) > 1 else XOAUTH2_REFUSED
+        return AuthResult(success=False, handled=False, message=message)
 
 
 def xoauth2_handler(server: SmtpTestServer) -> XOAuth2Handler:

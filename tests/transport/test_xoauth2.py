@@ -3,6 +3,7 @@ and a local OAuth2 token endpoint that counts grants and can expire, revoke, rot
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -211,6 +212,23 @@ def test_a_token_refused_again_after_the_refresh_is_a_permanent_error(setup, cap
     assert s.tokens.grants == 2  # refreshed once, not in a loop
     assert len(s.server.auth_attempts) == 2 and xoauth2_handler(s.server).challenges == 2
     assert_hidden([error.message, str(error), caplog.text], s.secrets())
+
+
+def test_a_server_quoting_the_initial_response_back_does_not_show_the_token(setup, caplog) -> None:
+    """The base64 `user=..^Aauth=Bearer <token>^A^A` AUTH sent carries the access token as plainly as the
+    token itself: masked in the error like it."""
+    caplog.set_level(logging.DEBUG)
+    s = setup()
+    xoauth2_handler(s.server).echo = True
+    pool = s.pool(user="someone-else@example.com")
+    with pytest.raises(DeliveryError) as caught:
+        send(pool)
+    assert "(got ******)" in caught.value.message
+    sent = [base64.b64encode(f"user=someone-else@example.com\x01auth=Bearer {token}\x01\x01".encode()).decode()
+            for token in s.tokens.access_tokens]
+    assert len(sent) == 2
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("mailer"))  # (not the server's)
+    assert_hidden([caught.value.message, str(caught.value), ours], s.secrets() + sent)
 
 
 def test_a_temporary_auth_failure_is_transient_and_keeps_the_token(setup) -> None:
