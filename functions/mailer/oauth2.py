@@ -141,7 +141,7 @@ class TokenSource:
         error = payload.get("error") if isinstance(payload, dict) else None
         if 400 <= status < 500 and status != 429 and isinstance(error, str):
             description = payload.get("error_description") if isinstance(payload, dict) else None
-            raise _Refused(status, error, _clean(description, hidden))
+            raise _Refused(status, error, _clean(description, hidden), _clean(error, hidden) or "?")
         transient = status == 429 or status >= 500 or status == 200
         what = "an answer without an access token" if status == 200 else f"HTTP {status}"
         raise CredentialError(
@@ -206,12 +206,13 @@ class TokenSource:
 class _Refused(Exception):
     """The endpoint answered the grant with an OAuth2 error (RFC 6749 5.2)."""
 
-    def __init__(self, status: int, error: str, description: str | None) -> None:
+    def __init__(self, status: int, error: str, description: str | None, shown: str) -> None:
         super().__init__(error)
         self.status, self.error, self.description = status, error, description
+        self.shown = shown  # the error code as messages quote it: one short line, no secret we sent
 
     def error_for(self, source: TokenSource) -> CredentialError:
-        detail = f"{self.error}" + (f": {self.description}" if self.description else "")
+        detail = f"{self.shown}" + (f": {self.description}" if self.description else "")
         endpoint = _endpoint(source.token_url)
         if self.error == "invalid_grant":
             return CredentialError(

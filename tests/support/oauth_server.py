@@ -61,6 +61,7 @@ class TokenEndpoint:
         self.rotate = False  # every successful grant returns a new refresh token
         self.revoke_rotated = False  # ... and the one it replaced stops working
         self.fail_status: int | None = None  # answer every request with this (5xx: JSON error)
+        self.fail_payload: dict[str, Any] | None = None  # ... and this JSON instead of a server_error
         self.hang_seconds = 0.0  # wait this long before answering
         self.trickle_seconds = 0.0  # send the answer's body one byte at a time, this long apart
         self.omit_expires_in = False
@@ -151,7 +152,7 @@ class TokenEndpoint:
         if self.hang_seconds:
             time.sleep(self.hang_seconds)
         if self.fail_status is not None:
-            self._reply(request, self.fail_status, {"error": "server_error", "error_description": "backend unavailable"})
+            self._reply(request, self.fail_status, self.fail_payload or {"error": "server_error", "error_description": "backend unavailable"})
             return
         status, payload = self._grant(form)
         self._reply(request, status, payload, self.trickle_seconds)

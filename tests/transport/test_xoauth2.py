@@ -287,6 +287,20 @@ def test_a_wrong_client_secret_names_the_client_settings(setup) -> None:
     assert "not-the-secret-991" not in caught.value.message
 
 
+def test_a_hostile_error_code_from_the_token_endpoint_is_quoted_on_one_short_line(setup) -> None:
+    """The endpoint's `error` is quoted like its error_description: one line, cut short, without the secrets
+    the client sent (an endpoint echoing the form back, or 100 KB of text, must not reach the record)."""
+    s = setup()
+    s.tokens.fail_status = 400
+    s.tokens.fail_payload = {"error": f"bad_request\r\nrefresh_token={s.refresh_token}\r\n" + "x" * 100_000}
+    with pytest.raises(DeliveryError) as caught:
+        send(s.pool())
+    message = caught.value.message
+    assert caught.value.transient is False and "refused the refresh grant (bad_request refresh_token=******" in message
+    assert "\n" not in message and "\r" not in message and len(message) < 400
+    assert_hidden([message], s.secrets())
+
+
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_a_failing_token_endpoint_is_transient(setup, status) -> None:
     s = setup()
