@@ -181,7 +181,8 @@ def _parse_userinfo(userinfo: str) -> tuple[str | None, str | None]:
     username = unquote(raw_user)
     if not username:
         raise SmtpConfigError(f"{URI_NAME}: empty user name before '@'")
-    if any(ch in username for ch in "\r\n\0"):
+    # CR/LF would end the AUTH command line, NUL and ^A are PLAIN's and XOAUTH2's field separators.
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in username):
         raise SmtpConfigError(f"{URI_NAME}: user name contains a control character")
     return username, (unquote(raw_password) if colon else None)
 

@@ -75,6 +75,11 @@ def test_ipv6_literal_in_brackets() -> None:
     ("smtp://mail.example.com/inbox", "unexpected path"),
     ("smtp://mail.example.com#frag", "fragment"),
     ("smtp://:pw@mail.example.com", "empty user name"),
+    ("smtp://me%0D%0AMAIL%20FROM@mail.example.com", "user name contains a control character"),
+    # ^A separates XOAUTH2's fields: `user=me^Aauth=Bearer x^A` would smuggle in a second bearer token
+    ("smtp://me%01auth=Bearer%20x@mail.example.com?authMethod=XOAUTH2&oauth2TokenUrl=https://o.example/t&oauth2ClientId=c",
+     "user name contains a control character"),
+    ("smtp://me%09@mail.example.com", "user name contains a control character"),
     ("smtp://ma il.example.com", "not allowed in a host name"),
 ])
 def test_malformed_uris_are_refused_with_a_specific_message(uri: str, fragment: str) -> None:
