@@ -1030,7 +1030,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  pulumi config get mailer:smtpPassword --stack prod | make check STACK=prod ARGS=--password-stdin\n"
             "  SMTP_PASSWORD=... make check STACK=prod ARGS=\"--send-to you@example.com\"\n"
             "  python -m ops.check --uri smtps://me@smtp.gmail.com:465 --password-stdin --json\n"
-            "Exit codes: 0 every step passed, 1 a step failed, 2 bad arguments or settings."
+            f"XOAUTH2 (authMethod=XOAUTH2, e.g. the microsoft365 preset): set ${REFRESH_TOKEN_VAR} and ${CLIENT_SECRET_VAR}\n"
+            "  instead of a password; the command gets an access token (the token step), then authenticates.\n"
+            "Exit codes: 0 every step passed (warn and skip included), 1 a step failed, 2 bad arguments or settings."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -375,6 +375,7 @@ def command(*argv: str, env: dict[str, str] | None = None, stdin: str = "") -> s
 def test_command_line_help_exit_codes_and_no_secret(smtp_server: Callable[..., SmtpTestServer]) -> None:
     shown = command("--help")
     assert shown.returncode == 0 and "--password-stdin" in shown.stdout and "Exit codes" in shown.stdout
+    assert "$SMTP_OAUTH2_REFRESH_TOKEN and $SMTP_OAUTH2_CLIENT_SECRET" in shown.stdout  # how XOAUTH2 is checked
     assert command().returncode == 2  # neither --stack nor --uri
     assert command("--uri", "http://x").returncode == 2
     server = smtp_server(tls="starttls", users={USER: SECRET})
