@@ -61,7 +61,7 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from local.errors import StartError
-from local.mailbox import STORED_STAMP
+from local.mailbox import DSN_TRACE_HEADER, STORED_STAMP
 from local.tls import LocalTls
 
 log = logging.getLogger("local.inbox")
@@ -144,7 +144,6 @@ def write_fault_file(path: Path, faults: Sequence[InboxFault]) -> None:
 
 DSN_MAIL_PARAMETERS = ("RET", "ENVID")
 DSN_RCPT_PARAMETERS = ("NOTIFY", "ORCPT")
-DSN_TRACE_HEADER = "X-Inbox-DSN"
 _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+")  # RFC 3461 4: xtext
 _ADDR_TYPE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")  # an atom (RFC 3461 4.2)
 MAX_ENVID_CHARS, MAX_ORCPT_CHARS = 100, 500  # RFC 3461 4.4, 4.2

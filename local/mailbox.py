@@ -137,6 +137,10 @@ def _decode(name: str, raw: str) -> str:
     return _quick_decode(raw)
 
 
+# The DSN parameters (RFC 3461) the inbox received, which it writes after Return-Path and Delivered-To.
+DSN_TRACE_HEADER = "X-Inbox-DSN"
+
+
 def _header(message: EmailMessage, name: str) -> str:
     return ", ".join(_decode(key, raw) for key, raw in message.raw_items() if key.lower() == name.lower())
 
@@ -307,7 +311,8 @@ def _take_apart(path: Path, stat: os.stat_result) -> MessageView:
     html = _decoded_text(html_part) if html_part is not None else None
     headers = [
         (name, value)
-        for name in ("From", "To", "Cc", "Reply-To", "Date", "Subject", "Message-ID", "Return-Path", "Delivered-To")
+        for name in ("From", "To", "Cc", "Reply-To", "Date", "Subject", "Message-ID", "Return-Path", "Delivered-To",
+                     DSN_TRACE_HEADER)
         if (value := _header(message, name))
     ]
     return MessageView(

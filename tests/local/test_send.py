@@ -123,6 +123,10 @@ def test_a_document_with_dsn_is_sent_with_its_dsn_parameters(served: ServedStack
     data = (Path(served.state.inbox_dir) / f"{stored.id}.eml").read_bytes()
     assert b"X-Inbox-DSN: MAIL RET=HDRS ENVID=Order+20123+2Bx\r\n" in data
     assert b"X-Inbox-DSN: RCPT <ada@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;ada@example.com\r\n" in data
+    # The message view shows them with the envelope.
+    headers = dict(load_message(Path(served.state.inbox_dir), stored.id).headers)
+    assert headers["X-Inbox-DSN"] == ("MAIL RET=HDRS ENVID=Order+20123+2Bx, "
+                                      "RCPT <ada@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;ada@example.com")
 
 
 def test_send_reports_a_refused_document_and_exits_1(served: ServedStack) -> None:
