@@ -156,6 +156,11 @@ def parse_env_text(text: str) -> dict[str, str]:
     return values
 
 
+def _not_utf8(error: UnicodeDecodeError) -> str:
+    return (f"not UTF-8 text (byte {error.start}); firebase and Logto write UTF-8: save the file as UTF-8 "
+            "(PowerShell's `>` writes UTF-16)")
+
+
 def read_env_files(paths: Sequence[Path]) -> dict[str, str]:
     merged: dict[str, str] = {}
     for path in paths:
@@ -163,6 +168,8 @@ def read_env_files(paths: Sequence[Path]) -> dict[str, str]:
             text = path.read_text(encoding="utf-8")
         except OSError as error:
             raise ImportError_(f"{path}: cannot read ({error.strerror})") from None
+        except UnicodeDecodeError as error:
+            raise ImportError_(f"{path}: {_not_utf8(error)}") from None
         try:
             merged.update(parse_env_text(text))
         except ImportError_ as error:
@@ -985,6 +992,8 @@ def build_plan(args: argparse.Namespace, declared: Mapping[str, str]) -> Plan:
         raise ImportError_(f"{args.json_file}: cannot read ({error.strerror})") from None
     except json.JSONDecodeError as error:
         raise ImportError_(f"{args.json_file}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+    except UnicodeDecodeError as error:
+        raise ImportError_(f"{args.json_file}: {_not_utf8(error)}") from None
     return plan_from_logto(config, project=args.project, stack=args.stack, region=args.region,
                            firestore_location=args.firestore_location, templates_collection=args.templates_collection,
                            declared=declared, source=str(args.json_file), source_path=args.json_file)

@@ -514,3 +514,14 @@ def test_a_parameter_reference_other_than_the_project_id_is_listed_not_copied(tm
             "the file (or set the stack key yourself)") in out.split("Not carried over:\n", 1)[1]
     # The secret reference keeps its ${param:PROJECT_NUMBER}: it becomes the gcloud command as before.
     assert "--secret=ext-firestore-send-email-SMTP_PASSWORD" in out
+
+
+@pytest.mark.parametrize("kind", ["extension", "logto"])
+def test_a_file_that_is_not_utf8_is_one_line_not_a_traceback(tmp_path: Path, kind: str) -> None:
+    source = tmp_path / ("firestore-send-email.env" if kind == "extension" else "connector.json")
+    original = EXTENSION_ENV if kind == "extension" else LOGTO_JSON
+    source.write_bytes(original.read_text().encode("utf-16"))  # as PowerShell's `>` saves it
+    code, out, err = extension(tmp_path, env=source) if kind == "extension" else logto(tmp_path, source=source)
+    assert code == 1 and out == ""
+    assert err == (f"import-config: {source}: not UTF-8 text (byte 0); firebase and Logto write UTF-8: save the file "
+                   "as UTF-8 (PowerShell's `>` writes UTF-16)\n")
