@@ -162,11 +162,13 @@ def _destination(config: EventSettings) -> EventSettings:
     return EventSettings(names=(), topic=config.topic, channel=config.channel, endpoint=config.endpoint)
 
 
-def forget_publisher(config: EventSettings) -> None:
-    """Drop the destination's publisher after a failure, so the next event opens a new connection at once
-    instead of waiting out gRPC's reconnect backoff (up to two minutes) on the old one."""
+def forget_publisher(config: EventSettings, failed: Any) -> None:
+    """Drop the publisher that failed, so the next event opens a new connection at once instead of waiting
+    out gRPC's reconnect backoff (up to two minutes) on the old one. Only that one: another thread may
+    already have replaced it, and closing the replacement would fail that thread's publish too."""
     with _publishers_lock:
-        publisher = _publishers.pop(_destination(config), None)
+        key = _destination(config)
+        publisher = _publishers.pop(key) if _publishers.get(key) is failed else None
     if publisher is not None:
         try:
             publisher.close()
@@ -199,15 +201,18 @@ def emit(
     if not names:
         return []
     fields = {"document": path, "eventTypes": names, "state": record.get("state")}
+    publisher = None
     try:
         events = build_events(names, project=project, database=database, path=path, record=record,
                               version=version, now=datetime.now(timezone.utc))
-        publisher_for(config).publish(events)
+        publisher = publisher_for(config)
+        publisher.publish(events)
     except Exception as exc:  # the mail never waits on, retries for or fails because of an event
         code_name = getattr(getattr(exc, "grpc_status_code", None), "name", None)
         log.warning("lifecycle event not published", extra={"fields": {
             **fields, "exception": type(exc).__name__, **({"grpcCode": code_name} if code_name else {})}})
-        forget_publisher(config)
+        if publisher is not None:
+            forget_publisher(config, publisher)
         return []
     log.debug("lifecycle events published", extra={"fields": fields})
     return names

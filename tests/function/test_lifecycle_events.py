@@ -309,3 +309,42 @@ def test_the_client_libraries_are_not_imported_when_events_are_off():
     out = subprocess.run([sys.executable, "-c", code], cwd=functions, capture_output=True, text=True, check=True,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(functions)})
     assert out.stdout.strip() == "[]"
+
+
+def test_a_failed_publish_drops_only_its_own_publisher():
+    # Two threads share a destination: the first's publish fails after another thread has already replaced
+    # the publisher (its own failure, then a new connection). The replacement is in use: it must stay open.
+    from mailer import lifecycle
+    from mailer.settings import EventSettings
+
+    class Publisher:
+        def __init__(self, fail_with: Exception | None = None) -> None:
+            self.fail_with, self.closed = fail_with, False
+
+        def publish(self, events):
+            if self.fail_with is not None:
+                lifecycle._publishers[key] = replacement  # what the other thread did meanwhile
+                raise self.fail_with
+
+        def close(self):
+            self.closed = True
+
+    config = EventSettings(names=("onStart",), topic="projects/acme-mailer/topics/mail-events")
+    key = lifecycle._destination(config)
+    failing, replacement = Publisher(RuntimeError("UNAVAILABLE")), Publisher()
+
+    class Settings:
+        events = config
+
+    lifecycle._publishers[key] = failing
+    try:
+        assert lifecycle.emit(Settings(), project="acme-mailer", database="(default)", path="mail/a", before=None,
+                              record={"state": "PROCESSING"}, version=None) == []
+        assert lifecycle._publishers.get(key) is replacement and not replacement.closed
+        # Its own failure still drops it, so the next event opens a new connection.
+        replacement.fail_with = RuntimeError("UNAVAILABLE")
+        lifecycle.emit(Settings(), project="acme-mailer", database="(default)", path="mail/b", before=None,
+                       record={"state": "PROCESSING"}, version=None)
+        assert key not in lifecycle._publishers and replacement.closed
+    finally:
+        lifecycle._publishers.pop(key, None)
