@@ -994,9 +994,16 @@ class _Auth:
                 timeout=settings.connection_timeout,
                 tls_context=_token_tls_context(settings),
             )
-        elif self.password is not None and not settings.username:
-            raise SmtpConfigError(
-                f"{URI_NAME}: {self.password.name} is set but the URI has no user name; use smtp://user@host")
+        else:
+            # OAuth2 secrets without XOAUTH2 would be ignored, and AUTH would go out without a password.
+            for secret in (credentials.oauth2_refresh_token, credentials.oauth2_client_secret):
+                if secret is not None:
+                    raise SmtpConfigError(
+                        f"{URI_NAME}: {secret.name} is set but the URI does not use authMethod=XOAUTH2; add "
+                        f"authMethod=XOAUTH2 (with oauth2TokenUrl and oauth2ClientId) or unset {secret.name}")
+            if self.password is not None and not settings.username:
+                raise SmtpConfigError(
+                    f"{URI_NAME}: {self.password.name} is set but the URI has no user name; use smtp://user@host")
 
     def secrets(self) -> list[str]:
         """Every secret value known right now, to keep them out of errors (whatever a server echoes)."""

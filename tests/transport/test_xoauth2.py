@@ -122,6 +122,18 @@ def test_xoauth2_takes_no_password_and_needs_a_refresh_token() -> None:
         SmtpPool(parse_smtp_uri(GOOD))
 
 
+def test_oauth2_secrets_without_xoauth2_are_refused_naming_the_variable() -> None:
+    """Not ignored (AUTH would then go out with an empty password and fail as a mere 535)."""
+    with pytest.raises(SmtpConfigError) as caught:
+        SmtpPool(parse_smtp_uri("smtp://me%40example.com@smtp.example.com:587"), credentials("1//refresh-Token-9"))
+    message = str(caught.value)
+    assert "SMTP_OAUTH2_REFRESH_TOKEN is set but the URI does not use authMethod=XOAUTH2" in message
+    assert "1//refresh-Token-9" not in message and CLIENT_SECRET not in message
+    only_client_secret = Credentials(oauth2_client_secret=PinnedSecret("SMTP_OAUTH2_CLIENT_SECRET", CLIENT_SECRET))
+    with pytest.raises(SmtpConfigError, match="SMTP_OAUTH2_CLIENT_SECRET is set"):
+        SmtpPool(parse_smtp_uri("smtp://me%40example.com@smtp.example.com:587"), only_client_secret)
+
+
 # -- tokens: one refresh per lifetime ---------------------------------------------------------------
 
 def test_sends_with_xoauth2_and_refreshes_once_per_token_lifetime(setup) -> None:
