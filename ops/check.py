@@ -56,6 +56,7 @@ from mailer.smtp_uri import SmtpConfigError, SmtpSettings, parse_smtp_uri  # noq
 from mailer.transport import (  # noqa: E402
     _build_tls_context,
     _default_ehlo_name,
+    _token_tls_context,
     auth_password,
     auth_xoauth2,
     xoauth2_initial_response,
@@ -835,7 +836,8 @@ class Checker:
 
         secret = PinnedSecret(CLIENT_SECRET_VAR, client_secret) if client_secret else None
         refresh = _KeptHere(REFRESH_TOKEN_VAR, refresh_token)
-        tls_context = _build_tls_context(settings)
+        # As the function: the token endpoint is always verified (tlsRejectUnauthorized is the SMTP server's).
+        tls_context = _token_tls_context(settings)
         source = TokenSource(settings.oauth2_token_url, settings.oauth2_client_id, secret, refresh,
                              timeout=settings.socket_timeout, tls_context=tls_context)
         endpoint = (settings.oauth2_token_url or "").split("?")[0]

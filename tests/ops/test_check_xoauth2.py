@@ -109,3 +109,21 @@ def test_oauth2_secrets_a_server_echoes_are_masked(token_endpoint, xoauth2_serve
     server = xoauth2_server(tokens, tls="implicit", behaviour=Behaviour(greeting_reply=f"220 {CLIENT_SECRET} {refresh}"))
     code, text = run(uri(server, tokens), refresh_token=refresh)
     assert code == 0 and "ok    greeting" in text and f"220 {check.MASK} {check.MASK}" in text, text
+
+
+def test_the_token_endpoint_certificate_is_verified_as_the_function_verifies_it(xoauth2_server) -> None:  # noqa: F811
+    """tlsRejectUnauthorized=false concerns the SMTP server only: the function still verifies the token
+    endpoint (the refresh token and client secret go there), so check must too."""
+    import trustme
+
+    stranger = TokenEndpoint(tls_cert=trustme.CA().issue_cert("localhost")).start()  # an unknown CA
+    try:
+        stranger.add_client(CLIENT_ID, CLIENT_SECRET)
+        refresh = stranger.add_refresh_token(MAILBOX)
+        server = xoauth2_server(stranger)
+        code, text = run(server.uri(MAILBOX, authMethod="XOAUTH2", oauth2TokenUrl=stranger.url, oauth2ClientId=CLIENT_ID,
+                                    tlsRejectUnauthorized="false"), refresh_token=refresh)
+    finally:
+        stranger.stop()
+    assert code == 1 and "FAIL  token" in text and "certificate verification failed" in text, text
+    assert stranger.grants == 0
