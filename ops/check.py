@@ -839,7 +839,7 @@ class Checker:
         # As the function: the token endpoint is always verified (tlsRejectUnauthorized is the SMTP server's).
         tls_context = _token_tls_context(settings)
         source = TokenSource(settings.oauth2_token_url, settings.oauth2_client_id, secret, refresh,
-                             timeout=settings.socket_timeout, tls_context=tls_context)
+                             timeout=settings.connection_timeout, tls_context=tls_context)
         endpoint = (settings.oauth2_token_url or "").split("?")[0]
         try:
             token = source.token()

@@ -127,3 +127,13 @@ def test_the_token_endpoint_certificate_is_verified_as_the_function_verifies_it(
         stranger.stop()
     assert code == 1 and "FAIL  token" in text and "certificate verification failed" in text, text
     assert stranger.grants == 0
+
+
+def test_the_token_endpoint_gets_the_function_s_timeout(token_endpoint, xoauth2_server) -> None:  # noqa: F811
+    """The function waits connectionTimeout for the token endpoint; an endpoint slower than that fails the
+    function's sends, so check fails the token step too (rather than waiting socketTimeout)."""
+    tokens, server, refresh = setup(token_endpoint, xoauth2_server)
+    tokens.hang_seconds = 1.5
+    code, text = run(server.uri(MAILBOX, authMethod="XOAUTH2", oauth2TokenUrl=tokens.url, oauth2ClientId=CLIENT_ID,
+                                connectionTimeout=700, socketTimeout=5000), refresh_token=refresh)
+    assert code == 1 and "FAIL  token" in text and "timed out" in text, text
