@@ -3,10 +3,12 @@ the mailbox reader takes stored messages apart."""
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import smtplib
 import ssl
+from collections.abc import Iterator
 from email.message import EmailMessage
 
 import pytest
@@ -177,12 +179,19 @@ def test_other_messages_are_accepted_the_first_time(inbox: InboxUnderTest, recip
     assert inbox.smtp.tempfailed == set()
 
 
-def test_the_inbox_advertises_pipelining_and_takes_a_pipelined_envelope(inbox: InboxUnderTest) -> None:
+@contextlib.contextmanager
+def logged_in(inbox: InboxUnderTest, extension: str) -> Iterator[smtplib.SMTP]:
+    """A client past STARTTLS and AUTH, once the inbox's EHLO has offered `extension`."""
     with smtplib.SMTP(inbox.smtp.host, inbox.smtp.port, timeout=10) as client:
         client.starttls(context=inbox.tls.client_context())
         client.ehlo()
-        assert client.has_extn("pipelining")
+        assert client.has_extn(extension)
         client.login(INBOX_USER, INBOX_PASSWORD)
+        yield client
+
+
+def test_the_inbox_advertises_pipelining_and_takes_a_pipelined_envelope(inbox: InboxUnderTest) -> None:
+    with logged_in(inbox, "pipelining") as client:
         # MAIL, two RCPTs and DATA in one write, as the function's transport sends them (RFC 2920).
         client.send(b"MAIL FROM:<bounces@example.com>\r\nRCPT TO:<ada@example.com>\r\n"
                     b"RCPT TO:<grace@example.com>\r\nDATA\r\n")
@@ -198,20 +207,12 @@ def test_the_inbox_advertises_pipelining_and_takes_a_pipelined_envelope(inbox: I
 
 def dsn_session(inbox: InboxUnderTest, commands: list[str]) -> list[tuple[int, bytes]]:
     """EHLO, STARTTLS, AUTH, then each command; the replies to the commands."""
-    with smtplib.SMTP(inbox.smtp.host, inbox.smtp.port, timeout=10) as client:
-        client.starttls(context=inbox.tls.client_context())
-        client.ehlo()
-        assert client.has_extn("dsn")
-        client.login(INBOX_USER, INBOX_PASSWORD)
+    with logged_in(inbox, "dsn") as client:
         return [client.docmd(command) for command in commands]
 
 
 def test_the_inbox_offers_dsn_and_records_the_parameters_as_sent(inbox: InboxUnderTest) -> None:
-    with smtplib.SMTP(inbox.smtp.host, inbox.smtp.port, timeout=10) as client:
-        client.starttls(context=inbox.tls.client_context())
-        client.ehlo()
-        assert client.has_extn("dsn")
-        client.login(INBOX_USER, INBOX_PASSWORD)
+    with logged_in(inbox, "dsn") as client:
         orcpt = "ORCPT=rfc822;" + "a" * 64 + "+2Btag@example.com"
         client.send_message(simple_message("With DSN"), "bounces@example.com",
                             ["ada@example.com", "grace@example.com"],
