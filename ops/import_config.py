@@ -624,11 +624,19 @@ def logto_to_handlebars(content: str) -> str:
     out: list[str] = []
     position = 0
     for match in LOGTO_PLACEHOLDER.finditer(content):
-        out.append(content[position:match.start()].replace("{{", "\\{{"))
+        out.append(_handlebars_literal(content[position:match.start()]))
+        if out[-1].endswith("\\"):  # Handlebars drops one of two or more backslashes before a tag
+            out.append("\\")
         out.append("{{" + match.group(1) + "}}")
         position = match.end()
-    out.append(content[position:].replace("{{", "\\{{"))
+    out.append(_handlebars_literal(content[position:]))
     return "".join(out)
+
+
+def _handlebars_literal(text: str) -> str:
+    """Text Handlebars prints as it is: `{{` escaped as `\\{{`; where backslashes come right before it, they
+    are doubled up to an empty comment first (Handlebars would read them as an escape or drop one)."""
+    return re.sub(r"(\\*)\{\{", lambda m: (m[1] + "\\{{!}}" if m[1] else "") + "\\{{", text)
 
 
 def _sample_data(*texts: str) -> dict[str, Any]:

@@ -525,3 +525,13 @@ def test_a_file_that_is_not_utf8_is_one_line_not_a_traceback(tmp_path: Path, kin
     assert code == 1 and out == ""
     assert err == (f"import-config: {source}: not UTF-8 text (byte 0); firebase and Logto write UTF-8: save the file "
                    "as UTF-8 (PowerShell's `>` writes UTF-16)\n")
+
+
+@pytest.mark.parametrize("content", [
+    "Path C:\\{{code}}", "a\\\\{{ code }}", "x\\{{y {{code}}", "x\\\\{{#if}} {{code}}", "\\{{code}}\\{{", "\\\\\\{{ code }}",
+])
+def test_backslashes_before_braces_print_as_logto_prints_them(content: str) -> None:
+    # Handlebars reads one backslash before {{ as an escape and drops one of two or more; Logto prints them all.
+    payload = {"code": "905127"}
+    document = {"subject": "s", "text": import_config.logto_to_handlebars(content)}
+    assert Template(parse_template_document("t", document, "t")).render(payload).fields["text"] == logto_render(content, payload)
