@@ -91,7 +91,7 @@ def compose(
     subject = _required_subject(request.subject)
     _require_body(request)
     headers = parse_headers(request.headers)
-    smtpapi = smtpapi_header(request.sendgrid, headers, defaults.sendgrid)
+    smtpapi = smtpapi_header(request.sendgrid, defaults.sendgrid)
     _check_dsn(request, recipients)
     for index, attachment in enumerate(request.attachments):
         check_attachment(attachment, f"message.attachments[{index}]")
@@ -251,10 +251,10 @@ SMTPAPI_HEADER = "X-SMTPAPI"
 MAX_SMTPAPI_BYTES = 10_000
 
 
-def smtpapi_header(options: SendGridOptions | None, headers: dict[str, str], sendgrid: bool) -> tuple[str, str] | None:
+def smtpapi_header(options: SendGridOptions | None, sendgrid: bool) -> tuple[str, str] | None:
     """(JSON text, field to blame) of SendGrid's X-SMTPAPI header for the document's SendGrid fields, or
-    None when it has none. Refuses them when mail does not go through SendGrid, and a document that also
-    sets the header itself. The JSON is ASCII (non-ASCII as \\u escapes) with a space after each , and :
+    None when it has none. Refuses them when mail does not go through SendGrid (a document cannot set the
+    header itself: document.OWNED_HEADERS). The JSON is ASCII (non-ASCII as \\u escapes) with a space after each , and :
     so mime.folded_ascii can fold it between tokens (SendGrid: fold it under 1,000 characters a line)."""
     if options is None:
         return None
@@ -264,12 +264,6 @@ def smtpapi_header(options: SendGridOptions | None, headers: dict[str, str], sen
             "SendGrid-only field (sent in SendGrid's X-SMTPAPI header), but mail does not go through SendGrid: "
             "set SMTP_PROVIDER=sendgrid (or an SMTP_CONNECTION_URI with host smtp.sendgrid.net) or remove the field",
         )
-    for name in headers:
-        if name.lower() == SMTPAPI_HEADER.lower():
-            raise MailInputError(
-                f"headers.{name}",
-                f"set either this header or the SendGrid fields ({', '.join(options.fields)}), not both: SendGrid reads only one X-SMTPAPI header",
-            )
     parts: dict[str, tuple[str, object]] = {}  # JSON key -> (document field, value)
     if options.categories:
         parts["category"] = ("categories", list(options.categories))

@@ -61,6 +61,9 @@ OWNED_HEADERS = {
     "return-path": "the receiving server sets it from the envelope sender",
     "received": "mail servers add it",
     "delivered-to": "mail servers add it",
+    # SendGrid acts on this header's JSON (its `to` list would mail addresses nobody counts or records):
+    # the function builds it, validated, from the document's SendGrid fields.
+    "x-smtpapi": "the function builds it from the document's categories and sendGrid fields (SendGrid only)",
 }
 _RESENT_PREFIX = "resent-"
 # RFC 5322 field-name: printable ASCII except colon.

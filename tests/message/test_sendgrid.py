@@ -192,7 +192,9 @@ def test_other_providers_refuse_sendgrid_fields_naming_them(document, field):
     ({"sendGrid": {"mailSettings": {"footer": {"enable": False}, "bypassListManagement": {"enable": True},
                                     "bypass_list_management": {"enable": True}}}},
      "sendGrid.mailSettings.bypass_list_management", "set twice"),
-    ({"headers": {"x-smtpapi": "{}"}, "categories": ["a"]}, "headers.x-smtpapi", "not both"),
+    ({"headers": {"x-smtpapi": "{}"}, "categories": ["a"]}, "headers.x-smtpapi", "the function builds it"),
+    # Alone too: SendGrid would act on its JSON (a `to` list mails addresses nobody counts or records).
+    ({"headers": {"X-SMTPAPI": '{"to": ["x@example.com"]}'}}, "headers.X-SMTPAPI", "the function builds it"),
 ])
 def test_invalid_sendgrid_fields_are_refused_naming_the_field(fields, field, expected):
     error = refusal(mail(**fields))
