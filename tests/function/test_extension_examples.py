@@ -294,6 +294,10 @@ APP_REFUSALS = {
                               "message.messageId: unknown field; message accepts subject, text, html, amp, attachments"),
     "owned-header": ({"to": "a@example.com", "headers": {"Message-ID": "<x@y.example>"}, "message": {"subject": "s", "text": "t"}},
                      "headers.Message-ID: this header is set by the function; the function generates it"),
+    "raw-x-smtpapi": ({"to": "a@example.com", "headers": {"X-SMTPAPI": '{"to": ["b@example.com"]}'},
+                       "message": {"subject": "s", "text": "t"}},
+                      "headers.X-SMTPAPI: this header is set by the function; the function builds it from the "
+                      "document's categories and sendGrid fields (SendGrid only)"),
     "header-not-text": ({"to": "a@example.com", "headers": {"X-Flag": True}, "message": {"subject": "s", "text": "t"}},
                         "headers.X-Flag: header values must be strings or numbers, got boolean"),
     "reply-to-list": ({"to": "a@example.com", "replyTo": ["a@example.com", "b@example.com"], "message": {"subject": "s", "text": "t"}},
