@@ -38,8 +38,6 @@ it was sent with, as written, after its trace lines:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import collections
 import email.parser
 import email.policy
@@ -62,6 +60,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 
 from local.errors import StartError
 from local.mailbox import DSN_TRACE_HEADER, STORED_STAMP
+from local.oauth import read_xoauth2
 from local.tls import LocalTls
 
 log = logging.getLogger("local.inbox")
@@ -401,20 +400,10 @@ class SmtpInbox:
         and, after the client's empty line, 535."""
         if self._token_validator is None:
             return AuthResult(success=False, handled=False)
-        if len(args) == 1:
-            blob = await server.challenge_auth("", encode_to_b64=False)
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                blob = base64.b64decode(args[1], validate=True)
-            except binascii.Error:
-                await server.push("501 5.5.2 Can't decode base64")
-                return AuthResult(success=False, handled=True)
-        parts = blob.decode("utf-8", "replace").split("\x01")
-        fields = dict(part.split("=", 1) for part in parts if "=" in part)
-        user, bearer = fields.get("user", ""), fields.get("auth", "")
-        token = bearer[len("Bearer "):] if bearer.startswith("Bearer ") else ""
+        response = await read_xoauth2(server, args)
+        if response is None:
+            return AuthResult(success=False, handled=True)
+        user, token = response
         if token and self._token_validator(token, user):
             return AuthResult(success=True, auth_data=user)
         error = json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"})

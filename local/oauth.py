@@ -9,6 +9,8 @@ a token or a secret.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import secrets
 import threading
@@ -16,6 +18,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+from aiosmtpd.smtp import MISSING, SMTP
 
 from local.errors import StartError
 
@@ -94,3 +98,25 @@ class LocalTokenEndpoint:
             self._access[token] = time.monotonic() + self.lifetime
             self.grants += 1
         return 200, {"access_token": token, "token_type": "Bearer", "expires_in": int(self.lifetime)}
+
+
+async def read_xoauth2(server: SMTP, args: list[str]) -> tuple[str, str] | None:
+    """The server side of SASL XOAUTH2 up to the token, for an aiosmtpd `auth_XOAUTH2` hook (the local
+    inbox's and the tests'): the client's initial response, asked for with an empty challenge when the
+    AUTH line carries none, as (user, bearer token). The token is "" when the response is not
+    `user=<u>^Aauth=Bearer <t>^A^A`. None when the exchange already ended (aiosmtpd or this answered)."""
+    if len(args) == 1:
+        blob = await server.challenge_auth("", encode_to_b64=False)
+        if blob is MISSING:
+            return None
+    else:
+        try:
+            blob = base64.b64decode(args[1], validate=True)
+        except binascii.Error:
+            await server.push("501 5.5.2 Can't decode base64")
+            return None
+    parts = blob.decode("utf-8", "replace").split("\x01")
+    fields = dict(part.split("=", 1) for part in parts if "=" in part)
+    auth = fields.get("auth", "")
+    well_formed = parts[-2:] == ["", ""] and auth.startswith("Bearer ")
+    return fields.get("user", ""), auth[len("Bearer "):] if well_formed else ""

@@ -23,8 +23,6 @@ Fixtures (tests/conftest.py registers this module as a plugin):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import secrets
 import ssl
@@ -40,6 +38,7 @@ import pytest
 import trustme
 from aiosmtpd.smtp import MISSING, AuthResult
 
+from local.oauth import read_xoauth2
 from tests.support.smtp import AuthAttempt, SmtpTestServer, _Handler
 
 LISTEN_HOST = "127.0.0.1"
@@ -217,23 +216,11 @@ class XOAuth2Handler(_Handler):
         self.echo = False  # quote the client's initial response back in the refusal (as a careless server might)
 
     async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:  # noqa: N802
-        if len(args) == 1:  # no initial response: ask for it with an empty challenge
-            blob = await server.challenge_auth("", encode_to_b64=False)
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                blob = base64.b64decode(args[1], validate=True)
-            except binascii.Error:
-                await server.push("501 5.5.2 Can't decode base64")
-                return AuthResult(success=False, handled=True)
-        parts = blob.decode("utf-8", "replace").split("\x01")
-        fields = dict(part.split("=", 1) for part in parts if "=" in part)
-        user = fields.get("user", "")
-        auth = fields.get("auth", "")
-        well_formed = parts[-2:] == ["", ""] and auth.startswith("Bearer ")
-        token = auth[len("Bearer "):] if well_formed else ""
-        valid = well_formed and self.tokens.valid_access(token, user)
+        response = await read_xoauth2(server, args)
+        if response is None:
+            return AuthResult(success=False, handled=True)
+        user, token = response
+        valid = bool(token) and self.tokens.valid_access(token, user)
         self.owner.auth_attempts.append(AuthAttempt("XOAUTH2", user, valid))
         if valid:
             return AuthResult(success=True, auth_data=user)
