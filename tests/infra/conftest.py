@@ -38,6 +38,15 @@ from review.harness import (  # noqa: F401 (re-exported for the tests)
     unwrap,
 )
 
+# The plain keys every test stack needs; tests add what they are about.
+BASE_SETTINGS = {
+    "gcp:project": "acme-mailer-unit",
+    "mailer:region": "europe-west3",
+    "mailer:firestoreLocation": "europe-west3",
+    "mailer:smtpConnectionUri": "smtp://mailer@relay.acme.test:587",
+    "mailer:defaultFrom": "noreply@acme.example",
+}
+
 
 @pytest.fixture(autouse=True)
 def pulumi_mocks() -> Iterator[PulumiHarness]:

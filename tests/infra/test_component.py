@@ -11,16 +11,10 @@ import pytest
 from infra.config import MailerSettings
 from infra.mailer import EmailTrigger, EmailTriggerArgs
 from infra.source import collect_source
-from tests.infra.conftest import REPO_ROOT, TEST_PASSWORD, PulumiHarness, StackRun, is_secret, plain_occurrences
+from tests.infra.conftest import BASE_SETTINGS, REPO_ROOT, TEST_PASSWORD, PulumiHarness, StackRun, is_secret, plain_occurrences
 
 FUNCTION = "gcp:cloudfunctionsv2/function:Function"
-BASE = {
-    "gcp:project": "acme-mailer-unit",
-    "mailer:region": "europe-west3",
-    "mailer:firestoreLocation": "europe-west3",
-    "mailer:smtpConnectionUri": "smtp://mailer@relay.acme.test:587",
-    "mailer:defaultFrom": "noreply@acme.example",
-}
+BASE = BASE_SETTINGS
 
 
 def build(harness: PulumiHarness, exports: dict[str, Any] | None = None, uri_is_secret: bool = False, **overrides: str) -> StackRun:

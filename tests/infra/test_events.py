@@ -8,15 +8,9 @@ import pytest
 from infra.config import MailerSettings, settings_problems
 from infra.mailer import EmailTrigger, EmailTriggerArgs
 from infra.source import collect_source
-from tests.infra.conftest import REPO_ROOT, TEST_PASSWORD, PulumiHarness, StackRun
+from tests.infra.conftest import BASE_SETTINGS, REPO_ROOT, TEST_PASSWORD, PulumiHarness, StackRun
 
-BASE = {
-    "gcp:project": "acme-mailer-unit",
-    "mailer:region": "europe-west3",
-    "mailer:firestoreLocation": "europe-west3",
-    "mailer:smtpConnectionUri": "smtp://mailer@relay.acme.test:587",
-    "mailer:defaultFrom": "noreply@acme.example",
-}
+BASE = BASE_SETTINGS
 TOPIC = "gcp:pubsub/topic:Topic"
 TOPIC_MEMBER = "gcp:pubsub/topicIAMMember:TopicIAMMember"
 PROJECT_MEMBER = "gcp:projects/iAMMember:IAMMember"
