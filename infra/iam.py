@@ -5,7 +5,9 @@ Project-wide grants are limited to the three roles that have no narrower scope: 
 The secret, the Cloud Run services, the sweep's Pub/Sub topic and the trigger service account are
 granted on the resource itself. Each secret the runtime account reads (the SMTP password, or the OAuth2
 client secret and refresh token) gets its own secretAccessor grant; the refresh-token secret alone also
-gets secretVersionAdder, so the function can store the rotated refresh token Microsoft hands out.
+gets secretVersionManager, so the function can store the rotated refresh token Microsoft hands out as a
+new version and destroy the version it replaced (secretVersionAdder cannot destroy, and Secret Manager
+bills per active version; no narrower predefined role has both versions.add and versions.destroy).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pulumi_gcp as gcp
 
 ROLE_DATASTORE_USER = "roles/datastore.user"
 ROLE_SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
-ROLE_SECRET_VERSION_ADDER = "roles/secretmanager.secretVersionAdder"
+ROLE_SECRET_VERSION_MANAGER = "roles/secretmanager.secretVersionManager"
 ROLE_EVENT_RECEIVER = "roles/eventarc.eventReceiver"
 ROLE_EVENTARC_AGENT = "roles/eventarc.serviceAgent"
 ROLE_RUN_INVOKER = "roles/run.invoker"
@@ -52,12 +54,14 @@ def grant_secret_access(
     )
 
 
-def grant_secret_version_adder(
+def grant_secret_version_manager(
     name: str, project: str, secret: gcp.secretmanager.Secret, member: pulumi.Input[str], opts: pulumi.ResourceOptions
 ) -> gcp.secretmanager.SecretIamMember:
-    """secretVersionAdder on one secret (the OAuth2 refresh token's): add versions, read none, delete none."""
+    """secretVersionManager on one secret (the OAuth2 refresh token's): add versions and destroy the one a
+    rotation replaced (the role also lists, gets, enables and disables versions; it reads no payload and
+    cannot delete the secret or change its IAM)."""
     return gcp.secretmanager.SecretIamMember(
-        name, project=project, secret_id=secret.secret_id, role=ROLE_SECRET_VERSION_ADDER, member=member, opts=opts
+        name, project=project, secret_id=secret.secret_id, role=ROLE_SECRET_VERSION_MANAGER, member=member, opts=opts
     )
 
 

@@ -181,15 +181,15 @@ class EmailTrigger(pulumi.ComponentResource):
             iam.grant_project_role(f"{name}-trigger-receiver", project, iam.ROLE_EVENT_RECEIVER, trigger_member, child),
         ]
         # Secret Manager: the runtime account reads each of its secrets, each granted on that secret only,
-        # and may add versions to the refresh token's secret only (issue 11).
+        # and may add versions to the refresh token's secret only, destroying the one a rotation replaced.
         if self.secret is not None:
             bindings.insert(1, iam.grant_secret_access(f"{name}-runtime-secret", project, self.secret, runtime_member, child))
         if self.oauth2_client_secret is not None and self.oauth2_refresh_token is not None:
             bindings += [
                 iam.grant_secret_access(f"{name}-runtime-oauth2-client-secret", project, self.oauth2_client_secret, runtime_member, child),
                 iam.grant_secret_access(f"{name}-runtime-oauth2-refresh-token", project, self.oauth2_refresh_token, runtime_member, child),
-                iam.grant_secret_version_adder(
-                    f"{name}-runtime-oauth2-refresh-token-adder", project, self.oauth2_refresh_token, runtime_member, child
+                iam.grant_secret_version_manager(
+                    f"{name}-runtime-oauth2-refresh-token-versions", project, self.oauth2_refresh_token, runtime_member, child
                 ),
             ]
         # Lifecycle events (issue 12): the runtime account (both functions run as it) may publish to the

@@ -38,10 +38,13 @@ PACK_ENFORCEMENT = MANDATORY
 PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
 INVOKER_ROLES = frozenset({"roles/run.invoker", "roles/cloudfunctions.invoker"})
 SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
-# Issue 11: the runtime account may add versions to the OAuth2 refresh token's secret (rotation). Both
-# roles are granted on one secret, never wider.
+# Issue 11: the runtime account may add versions to the OAuth2 refresh token's secret (rotation) and
+# destroy the version a rotation replaced: secretVersionManager (which also destroys, enables and disables
+# versions). secretVersionAdder is no longer granted but stays held to the same scope. Every one of these
+# roles is granted on one secret, never wider.
 SECRET_VERSION_ADDER = "roles/secretmanager.secretVersionAdder"
-SECRET_ROLES = frozenset({SECRET_ACCESSOR, SECRET_VERSION_ADDER})
+SECRET_VERSION_MANAGER = "roles/secretmanager.secretVersionManager"
+SECRET_ROLES = frozenset({SECRET_ACCESSOR, SECRET_VERSION_ADDER, SECRET_VERSION_MANAGER})
 INTERNAL_ONLY = "ALLOW_INTERNAL_ONLY"
 # The prod stack's sending rate and SMTP connections are capped by maxInstances; above this a typo
 # (1000 for 10) would open a connection storm to the SMTP server. Raise it here, reviewed, if needed.

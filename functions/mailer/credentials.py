@@ -6,7 +6,9 @@ redeploy (issue 11).
     SMTP_PASSWORD_SECRET                projects/<p>/secrets/<id>: the password, read at run time
     SMTP_OAUTH2_CLIENT_SECRET[_SECRET]  XOAUTH2 client secret, pinned or read at run time
     SMTP_OAUTH2_REFRESH_TOKEN[_SECRET]  XOAUTH2 refresh token, pinned or read at run time; a rotated
-                                        refresh token is stored as a new version of that secret
+                                        refresh token is stored as a new version of that secret, and
+                                        the version it replaced is destroyed (Secret Manager bills
+                                        per active version; Microsoft rotates on every refresh)
     SECRET_MANAGER_ENDPOINT             host:port of a local Secret Manager (loopback, plaintext gRPC)
 
 A value read from Secret Manager is cached for the life of the process; `reread()` fetches it again
@@ -31,12 +33,14 @@ SECRET_MANAGER_TIMEOUT_SECONDS = 10.0
 
 class CredentialError(Exception):
     """A secret could not be read or used. .message is one line naming the variable, never a value;
-    .transient: a later attempt may succeed (Secret Manager or the token endpoint unavailable)."""
+    .transient: a later attempt may succeed (Secret Manager or the token endpoint unavailable);
+    .code: the gRPC status name when Secret Manager refused (NOT_FOUND, PERMISSION_DENIED, ...)."""
 
-    def __init__(self, message: str, *, transient: bool) -> None:
+    def __init__(self, message: str, *, transient: bool, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.transient = transient
+        self.code = code
 
     def __str__(self) -> str:
         return self.message
@@ -99,14 +103,25 @@ class PinnedSecret(Secret):
         return hash((self.name, self._configured))
 
 
+# A destroy refused with these means the version is already destroyed or disabled (another instance
+# replaced it first) or gone: nothing left to do, nothing to log above debug.
+_ALREADY_GONE = frozenset({"FAILED_PRECONDITION", "NOT_FOUND"})
+
+
 class ManagedSecret(Secret):
-    """A Secret Manager secret read at `versions/latest`, cached until reread()."""
+    """A Secret Manager secret read at `versions/latest`, cached until reread().
+
+    Alongside the value it keeps the numbered version the value came from (AccessSecretVersion's
+    response names it: .../versions/7), or the one store() added. store() destroys that version once
+    the new one is added: the version this instance itself read or wrote, never `latest` and never one
+    it did not see, so a rotation leaves one active version instead of one more each time."""
 
     def __init__(self, name: str, resource: str, endpoint: str | None = None) -> None:
         self.name = name  # e.g. SMTP_PASSWORD_SECRET
         self.resource = resource  # projects/<p>/secrets/<id>
         self.endpoint = endpoint
         self._value: str | None = None
+        self._version: str | None = None  # projects/<p>/secrets/<id>/versions/<n> of the cached value
         self._lock = threading.Lock()
 
     @property
@@ -116,31 +131,59 @@ class ManagedSecret(Secret):
     def get(self) -> str:
         with self._lock:
             if self._value is None:
-                self._value = self._access()
+                self._value, self._version = self._access()
             return self._value
 
     def reread(self, stale: str | None) -> str:
         with self._lock:
             if self._value is None or self._value == stale:
-                self._value = self._access()
+                self._value, self._version = self._access()
             return self._value
 
     def store(self, value: str) -> None:
-        """Add `value` as the secret's newest version, then use it. If Secret Manager refuses, the
-        value is still used by this instance (and the failure logged without it)."""
+        """Add `value` as the secret's newest version, then use it, then destroy the version it
+        replaced (the one this instance read or added before). If Secret Manager refuses the add, the
+        value is still used by this instance (and the failure logged without it) and nothing is
+        destroyed; a failed destroy never fails the caller."""
         with self._lock:
             self._value = value
             try:
-                _call(self, "add_secret_version", request={
+                added = _call(self, "add_secret_version", request={
                     "parent": self.resource, "payload": {"data": value.encode("utf-8")}})
             except CredentialError as exc:
                 reason = exc.message.removeprefix(f"{self.name}: ")
                 log.error("could not store the rotated value as a new version of %s: %s; this instance "
                           "keeps using it in memory", self.name, reason)
+                # _version stays: it is still the newest version this instance saw, and the one the
+                # next successful add replaces.
                 return
-        log.info("stored the rotated value as a new version of %s", self.name)
+            replaced, self._version = self._version, _numbered(getattr(added, "name", None))
+            current = self._version
+        log.info("stored the rotated value as version %s of %s", _number(current) or "?", self.name)
+        if replaced is not None and replaced != current:
+            self._destroy(replaced)
 
-    def _access(self) -> str:
+    def _destroy(self, version: str) -> None:
+        """Destroy `version` (a numbered version this instance read or added). Already destroyed or
+        disabled (another instance replaced it first) is fine; any other failure is a warning."""
+        try:
+            _call(self, "destroy_secret_version", request={"name": version})
+        except CredentialError as exc:
+            if exc.code in _ALREADY_GONE:
+                log.debug("version %s of %s was already destroyed or disabled", _number(version), self.name)
+                return
+            reason = exc.message.removeprefix(f"{self.name}: ")
+            log.warning("could not destroy version %s of %s, which the rotated value replaced: %s; it stays "
+                        "active (and billed) until destroyed", _number(version), self.name, reason)
+            return
+        except Exception as exc:  # noqa: BLE001 - cleanup must never fail an email
+            log.warning("could not destroy version %s of %s, which the rotated value replaced (%s)",
+                        _number(version), self.name, type(exc).__name__)
+            return
+        log.info("destroyed version %s of %s, which the rotated value replaced", _number(version), self.name)
+
+    def _access(self) -> tuple[str, str | None]:
+        """The latest value and the numbered version it came from (None if the answer names none)."""
         response = _call(self, "access_secret_version", request={"name": f"{self.resource}/versions/latest"})
         try:
             value = bytes(response.payload.data).decode("utf-8")
@@ -153,7 +196,7 @@ class ManagedSecret(Secret):
             value = value[:-1]
         if not value:
             raise CredentialError(f"{self.name}: the latest version is empty", transient=False)
-        return value
+        return value, _numbered(response.name)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ManagedSecret) and (other.name, other.resource, other.endpoint) == (
@@ -161,6 +204,19 @@ class ManagedSecret(Secret):
 
     def __hash__(self) -> int:
         return hash((self.name, self.resource, self.endpoint))
+
+
+def _numbered(name: object) -> str | None:
+    """`name` if it is a numbered version (projects/<p>/secrets/<id>/versions/<n>), else None: an alias
+    such as `latest` is never kept, so it is never destroyed."""
+    if not isinstance(name, str):
+        return None
+    _, found, number = name.rpartition("/versions/")
+    return name if found and number.isdigit() else None
+
+
+def _number(version: str | None) -> str | None:
+    return version.rpartition("/versions/")[2] if version else None
 
 
 @dataclass(frozen=True)
@@ -218,17 +274,24 @@ def _call(secret: ManagedSecret, method: str, request: dict[str, Any]) -> Any:
         return getattr(client, method)(request=request, retry=None, timeout=SECRET_MANAGER_TIMEOUT_SECONDS)
     except (gexc.NotFound, gexc.PermissionDenied, gexc.Unauthenticated, gexc.InvalidArgument,
             gexc.FailedPrecondition) as exc:
-        what = "read" if method == "access_secret_version" else "add a version to"
-        hint = {
+        what = {"access_secret_version": "read", "destroy_secret_version": "destroy a version of"}.get(
+            method, "add a version to")
+        hints = {
             gexc.NotFound: "the secret or its latest version does not exist (or is disabled)",
             gexc.PermissionDenied: "the function's service account lacks the role for it",
             gexc.FailedPrecondition: "the latest version is disabled or destroyed",
-        }.get(type(exc), type(exc).__name__)
+        }
+        if method == "destroy_secret_version":
+            hints.update({gexc.NotFound: "the version does not exist",
+                          gexc.FailedPrecondition: "the version is already destroyed or disabled"})
+        hint = hints.get(type(exc), type(exc).__name__)
         status = getattr(exc, "grpc_status_code", None)
-        code = status.name if status is not None else type(exc).__name__
+        code = status.name if status is not None else {
+            gexc.NotFound: "NOT_FOUND", gexc.FailedPrecondition: "FAILED_PRECONDITION",
+            gexc.PermissionDenied: "PERMISSION_DENIED"}.get(type(exc), type(exc).__name__)
         raise CredentialError(
             f"{secret.name}: cannot {what} Secret Manager secret {secret.resource} ({code}: {hint})",
-            transient=False,
+            transient=False, code=code,
         ) from None
     except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
         raise CredentialError(

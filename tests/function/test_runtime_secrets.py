@@ -189,7 +189,7 @@ def test_a_rotated_refresh_token_becomes_a_new_secret_version(line, oauth, secre
 
     first = line.send("rotate-1", HELLO)
     assert first["state"] == "SUCCESS", first
-    assert secret_manager.versions(REFRESH_SECRET) == 2
+    assert secret_manager.versions(REFRESH_SECRET) == 2 and secret_manager.active(REFRESH_SECRET) == 1
     rotated = secret_manager.latest(REFRESH_SECRET)
     assert rotated != refresh and rotated in tokens.refresh_tokens
 
@@ -197,7 +197,7 @@ def test_a_rotated_refresh_token_becomes_a_new_secret_version(line, oauth, secre
     second = line.send("rotate-2", HELLO)
     assert second["state"] == "SUCCESS", second
     assert tokens.forms[-1]["refresh_token"] == rotated
-    assert secret_manager.versions(REFRESH_SECRET) == 3
+    assert secret_manager.versions(REFRESH_SECRET) == 3 and secret_manager.active(REFRESH_SECRET) == 1
     assert secret_manager.accesses[REFRESH_SECRET] == 1  # read once; afterwards the stored value is used
     assert_hidden([CLIENT_SECRET, refresh, rotated, secret_manager.latest(REFRESH_SECRET)],
                   caplog.text, first, second)
@@ -220,8 +220,9 @@ def test_a_refresh_token_renewed_in_secret_manager_is_picked_up(line, oauth, sec
 
 
 def test_a_rotation_secret_manager_refuses_to_store_is_still_used_and_logged(line, oauth, secret_manager, caplog):
-    """The runtime account lacks secretVersionAdder (or Secret Manager refuses): the email still goes,
-    the instance keeps the rotated token in memory, and the log says it could not be stored."""
+    """The runtime account lacks secretVersionManager (or Secret Manager refuses): the email still goes,
+    the instance keeps the rotated token in memory, the log says it could not be stored, and the version
+    it read is not destroyed (nothing replaced it)."""
     tokens, server, refresh = oauth
     secret_manager.set(REFRESH_SECRET, refresh)
     secret_manager.deny_add = True
@@ -233,6 +234,124 @@ def test_a_rotation_secret_manager_refuses_to_store_is_still_used_and_logged(lin
     second = line.send("deny-2", HELLO)
     assert [first["state"], second["state"]] == ["SUCCESS", "SUCCESS"]
     assert secret_manager.versions(REFRESH_SECRET) == 1 and secret_manager.adds[REFRESH_SECRET] == 0
+    assert secret_manager.destroys[REFRESH_SECRET] == 0 and secret_manager.active(REFRESH_SECRET) == 1
     assert "could not store the rotated value as a new version of SMTP_OAUTH2_REFRESH_TOKEN_SECRET" in caplog.text
     assert "PERMISSION_DENIED" in caplog.text
     assert_hidden([refresh, CLIENT_SECRET, *tokens.refresh_tokens], caplog.text, first, second)
+
+
+# -- rotation destroys the version it replaced --------------------------------------------------------
+
+def test_each_rotation_destroys_the_version_it_replaced(line, oauth, secret_manager, caplog):
+    """Microsoft rotates the refresh token on every refresh: each rotation adds a version and destroys
+    the one this instance read (or added) before, so one version stays active (Secret Manager bills per
+    active version) instead of one more per refresh."""
+    tokens, server, refresh = oauth
+    assert secret_manager.set(REFRESH_SECRET, refresh) == 1
+    secret_manager.set(CLIENT_SECRET_SECRET, CLIENT_SECRET)
+    line.configure(SMTP_OAUTH2_REFRESH_TOKEN_SECRET=REFRESH_SECRET, SMTP_OAUTH2_CLIENT_SECRET_SECRET=CLIENT_SECRET_SECRET)
+    tokens.rotate = tokens.revoke_rotated = True
+    line.start_bridge()
+
+    deliveries = []
+    for number in range(1, 6):
+        deliveries.append(line.send(f"rotate-{number}", HELLO))
+        assert deliveries[-1]["state"] == "SUCCESS", deliveries[-1]
+        assert secret_manager.versions(REFRESH_SECRET) == number + 1
+        assert secret_manager.active(REFRESH_SECRET) == 1, f"after rotation {number}"
+        assert secret_manager.latest(REFRESH_SECRET) == tokens.refresh_tokens[-1]
+        tokens.expire_access_tokens()
+    # Exactly the version read (1), then each one it added (2..5): by number, never `latest`.
+    assert secret_manager.destroyed == [f"{REFRESH_SECRET}/versions/{n}" for n in range(1, 6)]
+    assert [secret_manager.state(REFRESH_SECRET, n) for n in range(1, 7)] == ["DESTROYED"] * 5 + ["ENABLED"]
+    assert secret_manager.accesses[REFRESH_SECRET] == 1
+    assert secret_manager.destroys[CLIENT_SECRET_SECRET] == 0 and secret_manager.active(CLIENT_SECRET_SECRET) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("mailer")]
+    assert_hidden([CLIENT_SECRET, refresh, *tokens.refresh_tokens, *tokens.access_tokens], caplog.text, *deliveries)
+
+
+def test_a_version_the_instance_did_not_read_is_never_destroyed(line, oauth, secret_manager, caplog):
+    """An operator adds a version while the instance works from the one it added: the next rotation
+    destroys the instance's own version and leaves the operator's alone."""
+    tokens, server, refresh = oauth
+    secret_manager.set(REFRESH_SECRET, refresh)
+    line.configure(SMTP_OAUTH2_REFRESH_TOKEN_SECRET=REFRESH_SECRET, SMTP_OAUTH2_CLIENT_SECRET=CLIENT_SECRET)
+    tokens.rotate = True
+    line.start_bridge()
+    assert line.send("own-1", HELLO)["state"] == "SUCCESS"  # read v1, added v2, destroyed v1
+    operators = tokens.add_refresh_token(MAILBOX)
+    assert secret_manager.set(REFRESH_SECRET, operators) == 3
+    tokens.expire_access_tokens()
+    assert line.send("own-2", HELLO)["state"] == "SUCCESS"  # the cached v2 token: added v4, destroyed v2
+    assert secret_manager.destroyed == [f"{REFRESH_SECRET}/versions/1", f"{REFRESH_SECRET}/versions/2"]
+    assert secret_manager.state(REFRESH_SECRET, 3) == "ENABLED"
+    assert_hidden([refresh, operators, *tokens.refresh_tokens], caplog.text)
+
+
+@pytest.mark.parametrize("revoke_rotated", [False, True], ids=["old-token-still-valid", "old-token-revoked"])
+def test_two_instances_rotating_from_the_same_version(secret_manager, token_endpoint, xoauth2_server, caplog,
+                                                      revoke_rotated):
+    """Two warm instances both read v1 and both rotate: the second one's destroy of v1 finds it already
+    destroyed and says nothing; no email fails and at most two versions are ever active (one per
+    instance), however many rotations follow."""
+    from mailer.credentials import Credentials, ManagedSecret
+    from mailer.transport import SmtpPool, parse_smtp_uri
+    from tests.transport.helpers import RECIPIENT, SENDER, make_message
+
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="mailer")  # (the function's own setup keeps "mailer" at INFO)
+    tokens = token_endpoint(lifetime=3600)
+    tokens.add_client(CLIENT_ID, CLIENT_SECRET)
+    refresh = tokens.add_refresh_token(MAILBOX)
+    tokens.rotate, tokens.revoke_rotated = True, revoke_rotated
+    server = xoauth2_server(tokens)
+    uri = server.uri(MAILBOX, authMethod="XOAUTH2", oauth2TokenUrl=tokens.url, oauth2ClientId=CLIENT_ID, pool=False)
+    secret_manager.set(REFRESH_SECRET, refresh)
+    secret_manager.set(CLIENT_SECRET_SECRET, CLIENT_SECRET)
+
+    def instance() -> tuple[ManagedSecret, SmtpPool]:  # its own process-wide cache, as on another instance
+        token = ManagedSecret("SMTP_OAUTH2_REFRESH_TOKEN_SECRET", REFRESH_SECRET, secret_manager.endpoint)
+        client = ManagedSecret("SMTP_OAUTH2_CLIENT_SECRET_SECRET", CLIENT_SECRET_SECRET, secret_manager.endpoint)
+        return token, SmtpPool(parse_smtp_uri(uri), Credentials(oauth2_client_secret=client, oauth2_refresh_token=token))
+
+    (token_a, pool_a), (token_b, pool_b) = instance(), instance()
+    try:
+        assert token_a.get() == token_b.get() == refresh  # both read v1
+        for round_ in range(3):
+            for name, pool in (("a", pool_a), ("b", pool_b)):
+                pool.send(SENDER, [RECIPIENT], make_message(f"{name} {round_}"))
+                assert secret_manager.active(REFRESH_SECRET) <= 2
+            tokens.expire_access_tokens()
+    finally:
+        pool_a.close()
+        pool_b.close()
+    assert len(server.messages) == 6
+    assert 1 <= secret_manager.active(REFRESH_SECRET) <= 2
+    assert secret_manager.latest(REFRESH_SECRET) in tokens.refresh_tokens
+    assert all(name.rpartition("/versions/")[2].isdigit() for name in secret_manager.destroyed)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("mailer")]
+    if not revoke_rotated:  # B destroyed v1 after A had: refused (already destroyed), silently
+        assert secret_manager.destroyed[:2] == [f"{REFRESH_SECRET}/versions/1"] * 2
+        assert "already destroyed or disabled" in caplog.text
+    assert_hidden([CLIENT_SECRET, refresh, *tokens.refresh_tokens, *tokens.access_tokens], caplog.text)
+
+
+def test_a_refused_destroy_is_a_warning_and_the_email_still_goes(line, oauth, secret_manager, caplog):
+    """The runtime account lacks secretVersionManager (e.g. still secretVersionAdder): the new version
+    is stored and used, the old one stays active, the log says so without any token."""
+    tokens, server, refresh = oauth
+    secret_manager.set(REFRESH_SECRET, refresh)
+    secret_manager.deny_destroy = True
+    line.configure(SMTP_OAUTH2_REFRESH_TOKEN_SECRET=REFRESH_SECRET, SMTP_OAUTH2_CLIENT_SECRET=CLIENT_SECRET)
+    tokens.rotate = tokens.revoke_rotated = True
+    line.start_bridge()
+    delivery = line.send("deny-destroy", HELLO)
+    assert delivery["state"] == "SUCCESS", delivery
+    assert len(server.messages) == 1
+    assert secret_manager.destroyed == [f"{REFRESH_SECRET}/versions/1"]
+    assert secret_manager.active(REFRESH_SECRET) == 2 and secret_manager.latest(REFRESH_SECRET) == tokens.refresh_tokens[-1]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "mailer.credentials"]
+    assert len(warnings) == 1
+    text = warnings[0].getMessage()
+    assert "could not destroy version 1 of SMTP_OAUTH2_REFRESH_TOKEN_SECRET" in text and "PERMISSION_DENIED" in text
+    assert_hidden([refresh, CLIENT_SECRET, *tokens.refresh_tokens, *tokens.access_tokens], caplog.text, delivery)

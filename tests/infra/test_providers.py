@@ -349,9 +349,11 @@ def test_xoauth2_iam_is_scoped_to_each_secret(pulumi_mocks: PulumiHarness) -> No
     assert grants == {
         ("mailer-oauth2-client-secret", "roles/secretmanager.secretAccessor", RUNTIME),
         ("mailer-oauth2-refresh-token", "roles/secretmanager.secretAccessor", RUNTIME),
-        # rotation: the runtime account may add versions to the refresh token's secret, and to no other
-        ("mailer-oauth2-refresh-token", "roles/secretmanager.secretVersionAdder", RUNTIME),
+        # rotation: the runtime account may add versions to the refresh token's secret and destroy the one
+        # a rotation replaced (secretVersionManager), on that secret and no other
+        ("mailer-oauth2-refresh-token", "roles/secretmanager.secretVersionManager", RUNTIME),
     }
+    assert not any(r.inputs["role"] == "roles/secretmanager.secretVersionAdder" for r in run.of_type(SECRET_MEMBER))
     assert len(run.of_type(SECRET_MEMBER)) == 3
     # Nothing project-wide was added for secrets: the same three project grants as a password stack.
     project_roles = sorted(r.inputs["role"] for r in run.of_type(PROJECT_MEMBER))

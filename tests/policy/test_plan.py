@@ -210,7 +210,7 @@ def test_an_xoauth2_stack_is_planned_with_oauth2_placeholders_and_no_password(tm
     plan = review_plan.make_plan(stack_file)
     assert plan.blocking == []
     assert "mailer:oauth2ClientSecret and mailer:oauth2RefreshToken are placeholders" in plan.text
-    assert "roles/secretmanager.secretVersionAdder" in plan.text and "SMTP_PASSWORD" not in plan.text
+    assert "roles/secretmanager.secretVersionManager" in plan.text and "SMTP_PASSWORD" not in plan.text
     assert "v1:AAAA" not in plan.text and review_plan.PLACEHOLDER_PASSWORD not in plan.text
 
 

@@ -132,20 +132,42 @@ def test_secret_accessor_project_wide_fails(declare_grant: Any) -> None:
     assert found == [f"grants {rules.SECRET_ACCESSOR} to {RUNTIME} project-wide: grant it on the one secret (secretmanager.SecretIamMember)"]
 
 
-# Issue 11: secretVersionAdder (the OAuth2 refresh token's rotation) is held to the same scope.
-def test_secret_version_adder_on_the_secret_passes() -> None:
+# Issue 11: the OAuth2 refresh token's rotation roles are held to the same scope: secretVersionManager
+# (add the rotated token, destroy the version it replaced; it could destroy every secret's versions if
+# granted wider) and secretVersionAdder (no longer granted, still limited).
+VERSION_ROLES = pytest.mark.parametrize("role", [rules.SECRET_VERSION_MANAGER, rules.SECRET_VERSION_ADDER],
+                                        ids=["secretVersionManager", "secretVersionAdder"])
+
+
+@VERSION_ROLES
+def test_secret_version_roles_on_the_secret_pass(role: str) -> None:
     registrations = declare(lambda: gcp.secretmanager.SecretIamMember(
-        "ok", project="p", secret_id="mailer-oauth2-refresh-token", role=rules.SECRET_VERSION_ADDER, member=RUNTIME))
+        "ok", project="p", secret_id="mailer-oauth2-refresh-token", role=role, member=RUNTIME))
     assert violations(rules.SECRET_ACCESSOR_ON_SECRET, registrations) == []
 
 
+@VERSION_ROLES
 @pytest.mark.parametrize("declare_grant", [
-    lambda: gcp.projects.IAMMember("g", project="p", role=rules.SECRET_VERSION_ADDER, member=RUNTIME),
-    lambda: gcp.projects.IAMBinding("g", project="p", role=rules.SECRET_VERSION_ADDER, members=[RUNTIME]),
+    lambda role: gcp.projects.IAMMember("g", project="p", role=role, member=RUNTIME),
+    lambda role: gcp.projects.IAMBinding("g", project="p", role=role, members=[RUNTIME]),
 ], ids=["project-member", "project-binding"])
-def test_secret_version_adder_project_wide_fails(declare_grant: Any) -> None:
-    found = violations(rules.SECRET_ACCESSOR_ON_SECRET, declare(declare_grant))
-    assert found == [f"grants {rules.SECRET_VERSION_ADDER} to {RUNTIME} project-wide: grant it on the one secret (secretmanager.SecretIamMember)"]
+def test_secret_version_roles_project_wide_fail(declare_grant: Any, role: str) -> None:
+    found = violations(rules.SECRET_ACCESSOR_ON_SECRET, declare(lambda: declare_grant(role)))
+    assert found == [f"grants {role} to {RUNTIME} project-wide: grant it on the one secret (secretmanager.SecretIamMember)"]
+
+
+def test_secret_version_manager_on_another_resource_fails() -> None:
+    """Not on the project, and not on anything else that is not the secret (a service account here)."""
+    found = violations(rules.SECRET_ACCESSOR_ON_SECRET, declare(lambda: gcp.serviceaccount.IAMMember(
+        "g", service_account_id="projects/p/serviceAccounts/x@p.iam.gserviceaccount.com",
+        role=rules.SECRET_VERSION_MANAGER, member=RUNTIME)))
+    assert len(found) == 1 and found[0].startswith(f"grants {rules.SECRET_VERSION_MANAGER} to {RUNTIME} on a ")
+
+
+def test_secret_version_manager_is_not_an_admin_role() -> None:
+    registrations = declare(lambda: gcp.secretmanager.SecretIamMember(
+        "ok", project="p", secret_id="mailer-oauth2-refresh-token", role=rules.SECRET_VERSION_MANAGER, member=RUNTIME))
+    assert violations(rules.NO_ADMIN_GRANTS, registrations) == []
 
 
 def test_invoker_on_one_service_for_an_account_passes() -> None:

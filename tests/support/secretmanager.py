@@ -1,13 +1,22 @@
 """A local Secret Manager: a gRPC server on 127.0.0.1 speaking google.cloud.secretmanager.v1's
-AccessSecretVersion, AddSecretVersion and GetSecret, so the function's real SecretManagerServiceClient
-(pointed at it by SECRET_MANAGER_ENDPOINT) is what the tests exercise.
+AccessSecretVersion, AddSecretVersion, DestroySecretVersion and GetSecret, so the function's real
+SecretManagerServiceClient (pointed at it by SECRET_MANAGER_ENDPOINT) is what the tests exercise.
 
     manager = LocalSecretManager().start()
     manager.set("projects/p/secrets/smtp-password", "first")   # adds a version (also: rotating it)
-    manager.latest("projects/p/secrets/smtp-password")         # "first"
-    manager.accesses / manager.adds                            # calls per secret resource
+    manager.latest("projects/p/secrets/smtp-password")         # "first" (the newest ENABLED version)
+    manager.versions(resource) / manager.active(resource)      # versions ever added / still ENABLED
+    manager.state(resource, 1)                                 # "ENABLED" or "DESTROYED"
+    manager.accesses / manager.adds / manager.destroys         # calls per secret resource
+    manager.destroyed                                          # every DestroySecretVersion name, in order
     manager.fail_with = grpc.StatusCode.UNAVAILABLE            # every call fails with that code
     manager.deny_add = True                                    # AddSecretVersion: PERMISSION_DENIED
+    manager.deny_destroy = True                                # DestroySecretVersion: PERMISSION_DENIED
+
+As the real service does: a destroyed version keeps its number but not its data; accessing it is
+FAILED_PRECONDITION, destroying it again is FAILED_PRECONDITION, an unknown version is NOT_FOUND, and
+`latest` resolves to the newest ENABLED version. Destroying by the `latest` alias is refused here
+(INVALID_ARGUMENT), so a test fails loudly if the function ever tries it.
 
 Messages are serialized with the proto-plus types the client library ships (their serialize /
 deserialize), over grpc's generic handlers: no generated stubs needed.
@@ -29,16 +38,26 @@ from google.cloud.secretmanager_v1 import types as sm
 from google.protobuf import timestamp_pb2
 
 SERVICE = "google.cloud.secretmanager.v1.SecretManagerService"
+ENABLED, DESTROYED = "ENABLED", "DESTROYED"
+
+
+class _Version:
+    def __init__(self, data: bytes) -> None:
+        self.data: bytes | None = data
+        self.state = ENABLED
 
 
 class LocalSecretManager:
     def __init__(self) -> None:
-        self._versions: dict[str, list[bytes]] = {}  # secret resource -> payloads, version n at n-1
+        self._versions: dict[str, list[_Version]] = {}  # secret resource -> versions, version n at n-1
         self._lock = threading.Lock()
         self.accesses: Counter[str] = Counter()
         self.adds: Counter[str] = Counter()
+        self.destroys: Counter[str] = Counter()
+        self.destroyed: list[str] = []  # every DestroySecretVersion request's name, refused or not
         self.fail_with: grpc.StatusCode | None = None
         self.deny_add = False
+        self.deny_destroy = False
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         handlers = {
             "AccessSecretVersion": grpc.unary_unary_rpc_method_handler(
@@ -46,6 +65,9 @@ class LocalSecretManager:
                 response_serializer=sm.AccessSecretVersionResponse.serialize),
             "AddSecretVersion": grpc.unary_unary_rpc_method_handler(
                 self._add, request_deserializer=sm.AddSecretVersionRequest.deserialize,
+                response_serializer=sm.SecretVersion.serialize),
+            "DestroySecretVersion": grpc.unary_unary_rpc_method_handler(
+                self._destroy, request_deserializer=sm.DestroySecretVersionRequest.deserialize,
                 response_serializer=sm.SecretVersion.serialize),
             "GetSecret": grpc.unary_unary_rpc_method_handler(
                 self._get_secret, request_deserializer=sm.GetSecretRequest.deserialize,
@@ -71,17 +93,37 @@ class LocalSecretManager:
         """Add `value` as the secret's newest version (creating the secret); returns its number."""
         with self._lock:
             versions = self._versions.setdefault(resource, [])
-            versions.append(value.encode("utf-8"))
+            versions.append(_Version(value.encode("utf-8")))
             return len(versions)
 
     def latest(self, resource: str) -> str | None:
+        """The newest ENABLED version's value (what `versions/latest` reads)."""
         with self._lock:
-            versions = self._versions.get(resource)
-            return versions[-1].decode("utf-8") if versions else None
+            number = self._latest_number(resource)
+            data = self._versions[resource][number - 1].data if number else None
+            return data.decode("utf-8") if data is not None else None
 
     def versions(self, resource: str) -> int:
+        """How many versions were ever added (destroyed ones included)."""
         with self._lock:
             return len(self._versions.get(resource, []))
+
+    def active(self, resource: str) -> int:
+        """How many versions are ENABLED (what Secret Manager bills for)."""
+        with self._lock:
+            return sum(v.state == ENABLED for v in self._versions.get(resource, []))
+
+    def state(self, resource: str, number: int) -> str:
+        with self._lock:
+            return self._versions[resource][number - 1].state
+
+    def _latest_number(self, resource: str) -> int:
+        """The newest ENABLED version's number, 0 if none (the caller holds the lock)."""
+        versions = self._versions.get(resource, [])
+        for number in range(len(versions), 0, -1):
+            if versions[number - 1].state == ENABLED:
+                return number
+        return 0
 
     # -- the service ---------------------------------------------------------------------------------
 
@@ -97,10 +139,20 @@ class LocalSecretManager:
             versions = self._versions.get(secret)
             if not versions:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"Secret [{secret}] not found or has no versions.")
-            number = len(versions) if version == "latest" else int(version) if version.isdigit() else 0
+            if version == "latest":
+                number = self._latest_number(secret)
+                if not number:
+                    context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                  f"Secret [{secret}] has no versions in ENABLED state.")
+            else:
+                number = int(version) if version.isdigit() else 0
             if not 1 <= number <= len(versions):
                 context.abort(grpc.StatusCode.NOT_FOUND, f"Secret Version [{request.name}] not found.")
-            data = versions[number - 1]
+            entry = versions[number - 1]
+            if entry.state != ENABLED:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"Secret Version [{secret}/versions/{number}] is in {entry.state} state.")
+            data = entry.data
         return sm.AccessSecretVersionResponse(name=f"{secret}/versions/{number}", payload=sm.SecretPayload(data=data))
 
     def _add(self, request: sm.AddSecretVersionRequest, context: grpc.ServicerContext) -> sm.SecretVersion:
@@ -112,12 +164,39 @@ class LocalSecretManager:
             self.adds[request.parent] += 1
             if request.parent not in self._versions:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"Secret [{request.parent}] not found.")
-            self._versions[request.parent].append(bytes(request.payload.data))
+            self._versions[request.parent].append(_Version(bytes(request.payload.data)))
             number = len(self._versions[request.parent])
         created = timestamp_pb2.Timestamp()
         created.GetCurrentTime()
         return sm.SecretVersion(name=f"{request.parent}/versions/{number}", create_time=created,
                                 state=sm.SecretVersion.State.ENABLED)
+
+    def _destroy(self, request: sm.DestroySecretVersionRequest, context: grpc.ServicerContext) -> sm.SecretVersion:
+        self._check(context)
+        secret, _, version = request.name.partition("/versions/")
+        with self._lock:
+            self.destroyed.append(request.name)
+            self.destroys[secret] += 1
+        if self.deny_destroy:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"Permission 'secretmanager.versions.destroy' denied for resource '{request.name}'")
+        if not version.isdigit():
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"Destroy needs a version number, not [{version}] (this local server refuses aliases).")
+        with self._lock:
+            versions = self._versions.get(secret)
+            number = int(version)
+            if not versions or not 1 <= number <= len(versions):
+                context.abort(grpc.StatusCode.NOT_FOUND, f"Secret Version [{request.name}] not found.")
+            entry = versions[number - 1]
+            if entry.state == DESTROYED:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"Secret Version [{request.name}] is in DESTROYED state.")
+            entry.state, entry.data = DESTROYED, None
+        now = timestamp_pb2.Timestamp()
+        now.GetCurrentTime()
+        return sm.SecretVersion(name=f"{secret}/versions/{number}", destroy_time=now,
+                                state=sm.SecretVersion.State.DESTROYED)
 
     def _get_secret(self, request: sm.GetSecretRequest, context: grpc.ServicerContext) -> sm.Secret:
         self._check(context)

@@ -397,6 +397,7 @@ def test_a_rotated_refresh_token_is_used_from_then_on(setup, caplog) -> None:
     assert s.tokens.forms[1]["refresh_token"] == rotated
     assert s.tokens.grants == 2 and len(s.server.messages) == 2
     assert "kept in this instance's memory only" in caplog.text  # pinned: cannot be stored durably
+    assert "destroy" not in caplog.text  # ... and there is no Secret Manager version to destroy
     assert_hidden([caplog.text], s.secrets() + [rotated])
 
 
