@@ -335,7 +335,7 @@ NO_ADMIN_GRANTS = ResourceValidationPolicy(
 )
 SECRET_ACCESSOR_ON_SECRET = ResourceValidationPolicy(
     name="secret-accessor-on-a-secret-only",
-    description="roles/secretmanager.secretAccessor and secretVersionAdder are granted on one secret, never project-wide.",
+    description="roles/secretmanager.secretAccessor, secretVersionAdder and secretVersionManager are granted on one secret, never project-wide.",
     enforcement_level=MANDATORY,
     validate=_secret_accessor_on_secret_only,
 )
