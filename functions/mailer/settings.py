@@ -144,7 +144,7 @@ def _ttl(env: Mapping[str, str]) -> timedelta | None:
 EVENT_NAMES = ("onStart", "onProcessing", "onPending", "onRetry", "onSuccess", "onError", "onComplete")
 _TOPIC = re.compile(r"projects/[a-z][a-z0-9.:-]{4,61}[a-z0-9]/topics/[A-Za-z][\w.~+%-]{2,254}")
 _CHANNEL = re.compile(r"projects/[a-z][a-z0-9.:-]{4,61}[a-z0-9]/locations/[a-z0-9-]+/channels/[a-z][a-z0-9-]{0,62}")
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")  # (an IPv6 one with or without brackets)
 
 
 @dataclass(frozen=True)
@@ -155,13 +155,15 @@ class EventSettings:
     endpoint: str | None = None  # host:port of a local receiver (plaintext gRPC, loopback only)
 
 
-def _loopback_endpoint(env: Mapping[str, str], name: str) -> str | None:
+def _loopback_endpoint(env: Mapping[str, str], name: str, example: str, what: str) -> str | None:
+    """host:port of a local server the function speaks plaintext gRPC to: loopback only, so no setting
+    can send events or secrets unencrypted across a network."""
     value = _optional(env, name)
     if value is None:
         return None
     host, _, port = value.rpartition(":")
-    if host not in _LOOPBACK_HOSTS or not port.isdigit():
-        raise SettingsError(f"{name}: must be a loopback host:port such as 127.0.0.1:8085 (local receivers only), got {value!r}")
+    if host.strip("[]") not in _LOOPBACK_HOSTS or not port.isdigit():
+        raise SettingsError(f"{name}: must be a loopback host:port such as {example} ({what}), got {value!r}")
     return value
 
 
@@ -183,7 +185,8 @@ def _events(env: Mapping[str, str]) -> EventSettings | None:
         raise SettingsError(f"EVENTS_TOPIC: expected projects/<project>/topics/<topic>, got {topic!r}")
     if channel and not _CHANNEL.fullmatch(channel):
         raise SettingsError(f"EVENTS_CHANNEL: expected projects/<project>/locations/<location>/channels/<channel>, got {channel!r}")
-    endpoint = _loopback_endpoint(env, "PUBSUB_ENDPOINT" if topic else "EVENTARC_PUBLISHING_ENDPOINT")
+    endpoint = _loopback_endpoint(env, "PUBSUB_ENDPOINT" if topic else "EVENTARC_PUBLISHING_ENDPOINT",
+                                  "127.0.0.1:8085", "local receivers only")
     return EventSettings(names=names, topic=topic, channel=channel, endpoint=endpoint)
 # --- end lifecycle events ---
 
@@ -198,22 +201,11 @@ SECRET_VARIABLES = (
 )
 
 
-def _secret_manager_endpoint(env: Mapping[str, str]) -> str | None:
-    value = _optional(env, "SECRET_MANAGER_ENDPOINT")
-    if value is None:
-        return None
-    host, _, port = value.rpartition(":")
-    if host.strip("[]") not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
-        raise SettingsError(
-            f"SECRET_MANAGER_ENDPOINT: must be a loopback host:port such as 127.0.0.1:8086 (a local Secret "
-            f"Manager for tests and the local stack), got {value!r}")
-    return value
-
-
 def _smtp_secrets(env: Mapping[str, str]) -> Credentials | None:
     """Where the SMTP password and the OAuth2 secrets come from; None when only SMTP_PASSWORD (or
     nothing) is set, which keeps the pinned path exactly as it was."""
-    endpoint = _secret_manager_endpoint(env)
+    endpoint = _loopback_endpoint(env, "SECRET_MANAGER_ENDPOINT", "127.0.0.1:8086",
+                                  "a local Secret Manager for tests and the local stack")
     sources: list[Secret | None] = []
     for pinned_name, runtime_name in SECRET_VARIABLES:
         pinned = env.get(pinned_name) or None  # (not stripped: a secret may begin or end with a space)
