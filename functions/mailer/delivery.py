@@ -146,7 +146,8 @@ class Recipients:
         return cls(tuple(dict.fromkeys(listed))[:INFO_LIST_LIMIT], count, frozenset(digests))
 
     def __contains__(self, address: object) -> bool:
-        return isinstance(address, str) and recipient_digest(address) in self.digests
+        # Empty on every first attempt: no hashing per recipient then.
+        return bool(self.digests) and isinstance(address, str) and recipient_digest(address) in self.digests
 
     def __len__(self) -> int:
         return self.count
