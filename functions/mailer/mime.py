@@ -41,6 +41,8 @@ _LINE_BREAKING = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 # Split before each run of whitespace that has text after it: every piece but the first starts with
 # whitespace and holds text, so a fold (CRLF inserted before a piece) never leaves a blank line.
 _FOLD_POINTS = re.compile(r"(?<![ \t])(?=[ \t]+[^ \t])")
+_WORD_RUNS = re.compile(r"[^ \t]+")
+_BLANK_RUNS = re.compile(r"[ \t]+")
 _ATEXT = r"A-Za-z0-9!#$%&'*+/^_`{|}~-"  # RFC 5322 atext without "=" and "?" (no encoded-word lookalikes)
 _ASCII_PHRASE = re.compile(rf"[{_ATEXT}]+(?: [{_ATEXT}]+)*")
 _UTF8_WORD = rf"(?:[{_ATEXT}]|[^\x00-\x7f\s])+"  # RFC 6532 atext: UTF-8 too, but no (Unicode) whitespace
@@ -208,21 +210,38 @@ def parameterized(name: str, value: str, params: list[tuple[str, str]]) -> str:
 def folded_ascii(name: str, value: str, field_name: str) -> str:
     """A header whose ASCII value must reach the reader as written (JSON: SendGrid's X-SMTPAPI), never as
     encoded words: folded only before existing spaces (unfolding, which removes just the CRLF, gives the
-    value back), preferably at FOLD_AT. A run without a space that cannot fit in SMTP's 998-octet lines
-    is refused naming `field_name`."""
+    value back), preferably at FOLD_AT. What cannot fit in SMTP's 998-octet lines (a run without a space,
+    or a run of whitespace, which a line cannot break inside) is refused naming `field_name`."""
     _checked(value)
     if not value.isascii():
         raise MailInputError(field_name, f"the {name} header must be ASCII")
     pieces = _FOLD_POINTS.split(value)
     if not pieces[0] and len(pieces) > 1:  # leading whitespace: keep it on the first line
         pieces[0:2] = [pieces[1]]
-    longest = max(len(f"{name}: {pieces[0]}"), *(len(piece) for piece in pieces[1:]))
-    if longest > MAX_LINE_OCTETS:
-        raise MailInputError(
-            field_name,
-            f"the {name} header has a run of {longest} characters without a space; it must fold into lines of at most {MAX_LINE_OCTETS}",
-        )
+    prefix = f"{name}: "
+    lines = [prefix + pieces[0], *pieces[1:]]
+    longest = max(range(len(lines)), key=lambda index: len(lines[index]))
+    if len(lines[longest]) > MAX_LINE_OCTETS:
+        text, room = (pieces[0], MAX_LINE_OCTETS - len(prefix)) if longest == 0 else (lines[longest], MAX_LINE_OCTETS)
+        raise MailInputError(field_name, _unfoldable(name, text, room))
     return _fold(name, pieces)
+
+
+def _unfoldable(name: str, text: str, room: int) -> str:
+    """Why folded_ascii cannot fit `text` (what one line must carry; `room` octets are left for it): a
+    run without a space, or whitespace, inside which a line cannot break (a fold goes before a run of
+    spaces and tabs, never inside it, so that no line ends in whitespace that a relay might strip)."""
+    word = max((len(run) for run in _WORD_RUNS.findall(text)), default=0)
+    blank = max((len(run) for run in _BLANK_RUNS.findall(text)), default=0)
+    if word > room or not blank:
+        return (f"the {name} header has a run of {word} characters without a space; it must fold into lines of "
+                f"at most {MAX_LINE_OCTETS}")
+    if blank > room:
+        return (f"the {name} header has a run of {blank} spaces or tabs; a header line breaks only before such a "
+                f"run, never inside it, so it cannot fold into lines of at most {MAX_LINE_OCTETS}")
+    return (f"the {name} header has a run of {blank} spaces or tabs and a run of {word} characters without a "
+            f"space that together make {len(text)}; a header line breaks only before a run of spaces or tabs, "
+            f"never inside it, so they cannot fold into lines of at most {MAX_LINE_OCTETS}")
 
 
 def simple(name: str, value: str) -> str:

@@ -145,6 +145,24 @@ def test_a_run_without_spaces_too_long_for_one_line_is_refused():
     assert "without a space" in error.reason and "998" in error.reason
 
 
+def test_a_run_of_whitespace_too_long_for_one_line_is_refused_as_whitespace():
+    """Not as "a run of N characters without a space": the value is all spaces. A line breaks only before a
+    run of whitespace (never inside it, so no line ends in whitespace), so such a run cannot be folded."""
+    error = refusal(mail(sendGrid={"customArgs": {"note": " " * 6000}}))
+    assert str(error) == (
+        "sendGrid.customArgs: the X-SMTPAPI header has a run of 6000 spaces or tabs; a header line breaks only "
+        "before such a run, never inside it, so it cannot fold into lines of at most 998")
+    # Spaces that fit, followed by a word that fits, but not both on one line: both runs are named.
+    error = refusal(mail(sendGrid={"customArgs": {"note": " " * 600 + "x" * 600}}))
+    assert error.field == "sendGrid.customArgs" and error.reason == (
+        "the X-SMTPAPI header has a run of 600 spaces or tabs and a run of 603 characters without a space that "
+        "together make 1203; a header line breaks only before a run of spaces or tabs, never inside it, so they "
+        "cannot fold into lines of at most 998")
+    # Just under the line limit is sent, and reads back as written.
+    fits = " " * 990
+    assert smtpapi(composed(mail(sendGrid={"customArgs": {"note": fits}})))["unique_args"] == {"note": fits}
+
+
 # -- refusals ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("document, field", [
