@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
+# The function's own requirements alone, as a deployed function has them (bench-coldstart times it).
+FUNCTION_VENV := .venv-function
 
 .PHONY: test demo send bench backfill install clean lock
 
@@ -82,17 +84,26 @@ send: install
 # Cost per email and local delivery speed, then retries under load, the sweep's drain rate and idle cost,
 # then the function's cold start; prints figures, asserts nothing.
 # ARGS="--emails 500 --template", RELIABILITY_ARGS="--emails 1000 --backlog 10000", COLDSTART_ARGS="--runs 9".
-bench: install
+bench: install $(FUNCTION_VENV)/.installed
 	@$(PY) -m bench.pipeline $(ARGS)
 	@echo
 	@$(PY) -m bench.reliability $(RELIABILITY_ARGS)
 	@echo
-	@$(PY) -m bench.coldstart $(COLDSTART_ARGS)
+	@$(PY) -m bench.coldstart --python $(FUNCTION_VENV)/bin/python $(COLDSTART_ARGS)
 
-# Fresh Python process -> the function ready to serve (median of 5), the top -X importtime contributors.
+# Fresh Python process -> the function ready to serve (median of 5), the top -X importtime contributors,
+# in a venv of functions/requirements.txt alone (pinned by the lock) on the deployed runtime's Python
+# (3.12 when tools/find-python finds it, else $(PYTHON)), as deployed.
 .PHONY: bench-coldstart
-bench-coldstart: install
-	@$(PY) -m bench.coldstart $(ARGS)
+bench-coldstart: install $(FUNCTION_VENV)/.installed
+	@$(PY) -m bench.coldstart --python $(FUNCTION_VENV)/bin/python $(ARGS)
+
+$(FUNCTION_VENV)/.installed: functions/requirements.txt requirements-dev.lock $(VENV)/.installed
+	rm -rf $(FUNCTION_VENV)
+	@py=$$(tools/find-python 3.12 2>/dev/null) || py=$(PYTHON); echo "$$py -m venv $(FUNCTION_VENV)"; \
+	  $$py -m venv $(FUNCTION_VENV)
+	$(VENV)/bin/uv pip install --quiet --python $(FUNCTION_VENV)/bin/python -r functions/requirements.txt -c requirements-dev.lock
+	touch $@
 
 # The project's SMTP transport against nodemailer 10.x and 8.0.5 pools (bench/node, npm ci'd here) in one
 # run: an aiosmtpd sink and a private Postfix behind a latency proxy at 0 and 50 ms RTT; prints figures.
@@ -136,4 +147,4 @@ check: $(VENV)/.installed
 	@$(PY) -m ops.check $(if $(STACK),--stack $(STACK)) $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(POLICY_VENV) emulator/node_modules bench/node/node_modules tests/templates/hbs/node_modules .pytest_cache .demo
+	rm -rf $(VENV) $(POLICY_VENV) $(FUNCTION_VENV) emulator/node_modules bench/node/node_modules tests/templates/hbs/node_modules .pytest_cache .demo
