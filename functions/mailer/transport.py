@@ -93,6 +93,11 @@ IDLE_RECONNECT_SECONDS = 30.0
 RCPT_GROUP = 100
 # Bound on a courtesy QUIT so closing a connection never stalls a send for a full socketTimeout.
 QUIT_TIMEOUT_SECONDS = 2.0
+# RFC 5321 4.5.3.1.4: a command line is at most 512 octets with its CRLF. RFC 4954 4 holds AUTH to it
+# (an initial response that would pass it goes on a line of its own, after the server's empty
+# challenge) and names 12,288 octets as enough for such a response line.
+COMMAND_LINE_OCTETS = 512
+SASL_LINE_OCTETS = 12_288
 
 _TRANSPORT_ERRORS = (smtplib.SMTPException, OSError)
 _FORBIDDEN_IN_ADDRESS = re.compile(r"[\s<>\x00-\x1f\x7f]")
@@ -427,6 +432,8 @@ class _Connection:
         code, reply, challenge = self._xoauth2_once(token)
         if code == 235:
             return
+        if code in (500, 501):  # the line was refused, not the token: a fresh token would not help
+            raise _xoauth2_line_refused(self.settings, code, reply, token)
         if 500 <= code < 600:
             log.info("SMTP server %s refused the OAuth2 access token (%d); refreshing it once",
                      self.settings.address, code)
@@ -1059,13 +1066,43 @@ def xoauth2_initial_response(username: str, token: str) -> str:
 def auth_xoauth2(client: smtplib.SMTP, username: str, token: str) -> tuple[int, bytes, dict[str, object] | None]:
     """One AUTH XOAUTH2 with an initial response; (code, reply, the error challenge or None). A failure
     comes as a 334 challenge carrying a base64 JSON error (status, schemes, scope); the client answers
-    it with an empty line and the server then sends its final reply."""
-    code, reply = client.docmd("AUTH", "XOAUTH2 " + xoauth2_initial_response(username, token))
+    it with an empty line and the server then sends its final reply.
+
+    A long token (Microsoft's are ~2-2.5 KB) makes that AUTH line longer than SMTP's 512 octets. Servers
+    commonly take it; one that refuses the line (500/501) gets, once, what RFC 4954 4 prescribes for
+    such a response: `AUTH XOAUTH2` alone, then the response on its own line after the "334 " challenge."""
+    response = xoauth2_initial_response(username, token)
+    code, reply = client.docmd("AUTH", "XOAUTH2 " + response)
+    if code in (500, 501) and _xoauth2_line_octets(response) > COMMAND_LINE_OCTETS:
+        code, reply = client.docmd("AUTH", "XOAUTH2")
+        if code == 334:
+            code, reply = client.docmd(response)
     challenge = None
     if code == 334:
         challenge = _xoauth2_challenge(reply)
         code, reply = client.docmd("")
     return code, reply, challenge
+
+
+def _xoauth2_line_octets(response: str) -> int:
+    return len(f"AUTH XOAUTH2 {response}\r\n")
+
+
+def _xoauth2_line_refused(settings: SmtpSettings, code: int, reply: bytes, token: str) -> DeliveryError:
+    """The server refused the AUTH XOAUTH2 line itself (500/501): a configuration problem, permanent; the
+    token was never judged, so it is kept (no refresh: with rotating refresh tokens each one costs a
+    rotation)."""
+    octets = _xoauth2_line_octets(xoauth2_initial_response(settings.username or "", token))
+    if octets <= COMMAND_LINE_OCTETS:
+        return DeliveryError(
+            f"SMTP server {settings.address} refused the AUTH XOAUTH2 command: {_reply_line(code, reply)}",
+            transient=False, code=code)
+    return DeliveryError(
+        f"SMTP server {settings.address} refused AUTH XOAUTH2 as too long: {_reply_line(code, reply)}; the "
+        f"{len(token):,}-byte access token makes a {octets:,}-octet AUTH line (refused, and again when sent on a "
+        f"line of its own after a bare AUTH XOAUTH2); RFC 4954 expects servers to take {SASL_LINE_OCTETS:,} "
+        "octets: raise the server's line limit for AUTH, or send through the mail provider's own SMTP server",
+        transient=False, code=code)
 
 
 def _xoauth2_challenge(reply: bytes) -> dict[str, object] | None:

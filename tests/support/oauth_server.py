@@ -8,6 +8,7 @@ with the tokens that endpoint issued: the real peers of the XOAUTH2 tests and th
     tokens.revoke(refresh)                                # the next grant gets 400 invalid_grant
     tokens.rotate = True                                  # each grant returns a new refresh_token
     tokens.fail_status = 503 / tokens.hang_seconds = 5    # 5xx (JSON body) / no answer for a while
+    tokens.access_token_bytes = 2500                      # access tokens of that size (Microsoft's: ~2-2.5 KB)
 
 The endpoint answers like Google's and Microsoft's: 200 {"access_token", "token_type": "Bearer",
 "expires_in", ["refresh_token"]}, or 400/401 {"error": "invalid_grant" | "invalid_client" | ...,
@@ -64,6 +65,9 @@ class TokenEndpoint:
         self.hang_seconds = 0.0  # wait this long before answering
         self.trickle_seconds = 0.0  # send the answer's body one byte at a time, this long apart
         self.omit_expires_in = False
+        # Issue access tokens of exactly this many bytes (a JWT-like text, as Microsoft's are) instead of
+        # Google's short ones.
+        self.access_token_bytes: int | None = None
         self.requests = 0  # POSTs received
         self.grants = 0  # access tokens issued
         self.forms: list[dict[str, str]] = []  # each request's form, for assertions (stays in-process)
@@ -173,6 +177,8 @@ class TokenEndpoint:
                                                   "ID: 1111\r\nTimestamp: 2026-12-01 00:00:00Z",
                              "error_codes": [70008]}
             access = "ya29." + secrets.token_urlsafe(32)
+            if self.access_token_bytes is not None:
+                access = _jwt_like(self.access_token_bytes)
             self._access[access] = _Access(user, time.monotonic() + self.lifetime)
             self.grants += 1
             payload: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "scope": GOOGLE_SCOPE}
@@ -205,6 +211,15 @@ class TokenEndpoint:
             pass  # the client gave up (a hang test)
 
 
+def _jwt_like(size: int) -> str:
+    """A random bearer token of `size` bytes shaped like a JWT (header.payload.signature, base64url)."""
+    head = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9."
+    body = secrets.token_urlsafe(size)[: max(size - len(head) - 87, 1)]
+    token = f"{head}{body}.{secrets.token_urlsafe(64)}"[:size]
+    assert len(token) == size, (len(token), size)
+    return token
+
+
 class XOAuth2Handler(_Handler):
     """The test server's handler plus an auth_XOAUTH2 hook (aiosmtpd collects auth_* methods from
     the handler) validating bearer tokens against a TokenEndpoint."""
@@ -214,12 +229,14 @@ class XOAuth2Handler(_Handler):
         self.tokens = tokens
         self.challenges = 0  # 334 error challenges sent
         self.echo = False  # quote the client's initial response back in the refusal (as a careless server might)
+        self.decoded: list[str] = []  # every bearer token decoded from a client (in-process, for assertions)
 
     async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:  # noqa: N802
         response = await read_xoauth2(server, args)
         if response is None:
             return AuthResult(success=False, handled=True)
         user, token = response
+        self.decoded.append(token)
         valid = bool(token) and self.tokens.valid_access(token, user)
         self.owner.auth_attempts.append(AuthAttempt("XOAUTH2", user, valid))
         if valid:

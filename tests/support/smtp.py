@@ -34,11 +34,17 @@ warm connection a lockstep client costs 4 per one-recipient message (MAIL, RCPT,
 pipelining client 2 (envelope, data) and a client that chains the next envelope after its data 1.
 A line split across packets costs no extra burst (the server had not answered in between).
 Behaviour.reply_fragment splits each reply the server sends into packets of that many bytes.
+
+Line limits: aiosmtpd refuses a command line over 512 octets ("500 Command line too long") and reads
+no line over 1,001. smtp_server(line_limit=12288) reads lines of up to that many octets (a SASL
+response line: RFC 4954 names 12,288 octets as enough for deployed mechanisms) and
+command_limits={"AUTH": 12288} lets that command be as long (an AUTH line with its initial response).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import email
 import email.message
 import email.policy
@@ -223,6 +229,8 @@ class SmtpTestServer:
         server_cert: trustme.LeafCert,
         ca_file: str,
         pipelining: bool = False,
+        line_limit: int | None = None,
+        command_limits: Mapping[str, int] | None = None,
     ) -> None:
         if tls not in TLS_MODES:
             raise ValueError(f"tls must be one of {TLS_MODES}, got {tls!r}")
@@ -245,6 +253,8 @@ class SmtpTestServer:
         self.data_received = 0  # messages whose data arrived completely, all sessions
         self.starttls_faults = 0  # STARTTLS handshakes failed on purpose
         self.pipelining = pipelining  # advertise PIPELINING in the EHLO reply
+        self.line_limit = line_limit  # longest line read (None: aiosmtpd's 1,001)
+        self.command_limits = dict(command_limits or {})  # per command (others: aiosmtpd's 512)
         self.read_bursts = 0  # times the server answered, then waited for the client (all sessions)
         self.session_read_bursts: dict[int, int] = {}  # the same per session number
         self._sessions: list[_ScriptedSMTP] = []
@@ -378,7 +388,14 @@ class _ScriptedSMTP(SMTP):
     """aiosmtpd's SMTP session, counted, with a greeting that can be slowed down."""
 
     def __init__(self, handler: _Handler, owner: SmtpTestServer, **kwargs: Any) -> None:
+        if owner.line_limit is not None:
+            self.line_length_limit = owner.line_limit  # (read by SMTP.__init__ for its StreamReader)
         super().__init__(handler, **kwargs)
+        if owner.command_limits:
+            # Per session: SMTP.command_size_limits is one dict shared by every session (and cleared by
+            # every SMTP.__init__); EHLO adds to MAIL's limit in this one.
+            self.command_size_limits = collections.defaultdict(
+                lambda: SMTP.command_size_limit, owner.command_limits)
         self.owner = owner
         self.number = 0
         self.transactions = 0
@@ -677,7 +694,7 @@ def smtp_server(
 ) -> Iterator[Callable[..., SmtpTestServer]]:
     """Factory: smtp_server(tls="starttls"|"implicit"|"none", auth=True, require_starttls=True,
     users={"user": "pass"}, behaviour=Behaviour(), smtputf8=True, auth_mechanisms=("PLAIN", "LOGIN"),
-    pipelining=False)
+    pipelining=False, line_limit=None, command_limits=None)
     starts a real SMTP server and returns its SmtpTestServer. All are stopped at test end."""
     started: list[SmtpTestServer] = []
 
@@ -690,6 +707,8 @@ def smtp_server(
         smtputf8: bool = True,
         auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN"),
         pipelining: bool = False,
+        line_limit: int | None = None,
+        command_limits: Mapping[str, int] | None = None,
     ) -> SmtpTestServer:
         server = SmtpTestServer(
             tls=tls,
@@ -702,6 +721,8 @@ def smtp_server(
             server_cert=smtp_server_cert,
             ca_file=smtp_ca_file,
             pipelining=pipelining,
+            line_limit=line_limit,
+            command_limits=command_limits,
         )
         started.append(server)
         server.start()

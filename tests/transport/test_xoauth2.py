@@ -13,7 +13,14 @@ import pytest
 import trustme
 
 from mailer.credentials import Credentials, PinnedSecret
-from mailer.transport import DeliveryError, SmtpConfigError, SmtpPool, parse_smtp_uri, pool_for
+from mailer.transport import (
+    DeliveryError,
+    SmtpConfigError,
+    SmtpPool,
+    parse_smtp_uri,
+    pool_for,
+    xoauth2_initial_response,
+)
 from tests.support.oauth_server import (  # noqa: F401 - fixtures
     TokenEndpoint,
     token_endpoint,
@@ -267,6 +274,65 @@ def test_a_temporary_auth_failure_is_transient_and_keeps_the_token(setup) -> Non
         handler.auth_XOAUTH2 = original  # type: ignore[method-assign]
     assert caught.value.transient is True and caught.value.code == 454
     assert s.tokens.grants == 1  # a 4xx is not a reason to refresh
+
+
+# -- Microsoft-size access tokens ----------------------------------------------------------------------
+
+MICROSOFT_TOKEN_BYTES = 2500  # Microsoft's access tokens: ~2,000-2,500 bytes; the AUTH line ~3.4 KB
+RFC4954_LINE = 12_288
+
+
+def large_token_setup(setup, **server_args) -> Setup:
+    s = setup(**server_args)
+    s.tokens.access_token_bytes = MICROSOFT_TOKEN_BYTES
+    return s
+
+
+def test_a_microsoft_size_token_goes_in_one_auth_line_to_a_server_taking_rfc4954_lines(setup, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    s = large_token_setup(setup, line_limit=RFC4954_LINE, command_limits={"AUTH": RFC4954_LINE})
+    result = send(s.pool())
+    assert result.accepted == [RECIPIENT] and s.server.messages[0].authenticated_as == MAILBOX
+    (issued,) = s.tokens.access_tokens
+    assert len(issued) == MICROSOFT_TOKEN_BYTES
+    assert xoauth2_handler(s.server).decoded == [issued]  # exactly that token, decoded from one AUTH line
+    assert len(s.server.auth_attempts) == 1 and s.tokens.grants == 1
+    assert_hidden([caplog.text], s.secrets())
+
+
+def test_a_server_holding_auth_to_512_octets_gets_the_response_on_a_line_of_its_own(setup) -> None:
+    """RFC 4954 4: an AUTH that its initial response makes longer than SMTP's 512 octets goes without it, the
+    response following the server's empty challenge; a server that refuses the long line gets that."""
+    s = large_token_setup(setup, line_limit=RFC4954_LINE)  # lines up to 12,288, but AUTH held to 512
+    pool = s.pool(pool=False)  # a new connection (and AUTH) for every message, the token cached
+    send(pool, "first")
+    send(pool, "second")
+    (issued,) = s.tokens.access_tokens
+    assert xoauth2_handler(s.server).decoded == [issued, issued]
+    assert [m.authenticated_as for m in s.server.messages] == [MAILBOX, MAILBOX]
+    assert s.tokens.grants == 1  # the refused line was not taken for a refused token
+
+
+def test_a_server_refusing_the_long_auth_line_is_a_clear_permanent_error(setup, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    s = large_token_setup(setup)  # aiosmtpd's defaults: commands up to 512 octets, no line over 1,001
+    pool = s.pool()
+    with pytest.raises(DeliveryError) as caught:
+        send(pool)
+    error = caught.value
+    assert error.transient is False and error.code == 500  # a configuration problem: not retried
+    assert error.message.startswith(f"SMTP server {s.server.address} refused AUTH XOAUTH2 as too long: 500 ")
+    (issued,) = s.tokens.access_tokens
+    octets = len(f"AUTH XOAUTH2 {xoauth2_initial_response(MAILBOX, issued)}\r\n")
+    assert 3_000 < octets < 4_000
+    assert error.message.endswith(
+        f"; the 2,500-byte access token makes a {octets:,}-octet AUTH line (refused, and again when sent on a line "
+        "of its own after a bare AUTH XOAUTH2); RFC 4954 expects servers to take 12,288 octets: raise the server's "
+        "line limit for AUTH, or send through the mail provider's own SMTP server")
+    assert "mailbox" not in error.message  # not blamed on the user or the token's scope
+    assert s.tokens.grants == 1 and not s.server.auth_attempts  # no refresh: the token was never judged
+    assert "refreshing" not in caplog.text
+    assert_hidden([error.message, str(error), caplog.text], s.secrets())
 
 
 # -- the token endpoint's failures --------------------------------------------------------------------
