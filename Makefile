@@ -31,6 +31,34 @@ test: install bench/node/node_modules/.installed tests/templates/hbs/node_module
 	@tools/ensure-postfix
 	@$(MAKE) --no-print-directory plan-check policy-test
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-runtime
+
+# The function's side of the suite again on the Python the stacks deploy (mailer:runtime, python312): the
+# handler, transport, messages, templates, the MTA tests and the local pipeline, in .venv-runtime (the same
+# lock). Without a python3.12 (tools/find-python) it says so in capitals and goes on, unless
+# REQUIRE_RUNTIME_PYTHON=1, which makes that an error.
+RUNTIME_PYTHON_VERSION := 3.12
+RUNTIME_VENV := .venv-runtime
+RUNTIME_TESTS ?= tests/function tests/transport tests/message tests/templates tests/mta tests/local
+RUNTIME_PYTEST_ARGS ?= -q -ra
+.PHONY: test-runtime
+test-runtime: install bench/node/node_modules/.installed tests/templates/hbs/node_modules/.installed
+	@if py=$$(tools/find-python $(RUNTIME_PYTHON_VERSION)); then \
+	  $(MAKE) --no-print-directory RUNTIME_PYTHON=$$py $(RUNTIME_VENV)/.installed && \
+	  echo "the function's tests on $$($(RUNTIME_VENV)/bin/python -V) (the deployed runtime): $(RUNTIME_TESTS)" && \
+	  $(RUNTIME_VENV)/bin/pytest -p no:cacheprovider $(RUNTIME_PYTEST_ARGS) $(RUNTIME_TESTS); \
+	elif [ "$(REQUIRE_RUNTIME_PYTHON)" = 1 ]; then \
+	  echo "no python$(RUNTIME_PYTHON_VERSION) here, and REQUIRE_RUNTIME_PYTHON=1" >&2; exit 1; \
+	else \
+	  echo "NOT TESTED ON PYTHON $(RUNTIME_PYTHON_VERSION), the deployed runtime: no python$(RUNTIME_PYTHON_VERSION) found (see tools/find-python)"; \
+	fi
+
+$(RUNTIME_VENV)/.installed: requirements-dev.lock
+	@test -n "$(RUNTIME_PYTHON)" || { echo "make test-runtime builds $(RUNTIME_VENV)" >&2; exit 1; }
+	rm -rf $(RUNTIME_VENV)
+	$(RUNTIME_PYTHON) -m venv $(RUNTIME_VENV)
+	$(VENV)/bin/uv pip install --quiet --python $(RUNTIME_VENV)/bin/python -r requirements-dev.lock
+	touch $@
 
 # The GitHub workflows and the local action, linted offline; any finding fails: actionlint (ShellCheck on
 # every run: script, both from pinned wheels in .venv) and zizmor at medium severity or higher.
@@ -100,7 +128,7 @@ bench-coldstart: install $(FUNCTION_VENV)/.installed
 
 $(FUNCTION_VENV)/.installed: functions/requirements.txt requirements-dev.lock $(VENV)/.installed
 	rm -rf $(FUNCTION_VENV)
-	@py=$$(tools/find-python 3.12 2>/dev/null) || py=$(PYTHON); echo "$$py -m venv $(FUNCTION_VENV)"; \
+	@py=$$(tools/find-python $(RUNTIME_PYTHON_VERSION) 2>/dev/null) || py=$(PYTHON); echo "$$py -m venv $(FUNCTION_VENV)"; \
 	  $$py -m venv $(FUNCTION_VENV)
 	$(VENV)/bin/uv pip install --quiet --python $(FUNCTION_VENV)/bin/python -r functions/requirements.txt -c requirements-dev.lock
 	touch $@
@@ -147,4 +175,4 @@ check: $(VENV)/.installed
 	@$(PY) -m ops.check $(if $(STACK),--stack $(STACK)) $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(POLICY_VENV) $(FUNCTION_VENV) emulator/node_modules bench/node/node_modules tests/templates/hbs/node_modules .pytest_cache .demo
+	rm -rf $(VENV) $(POLICY_VENV) $(FUNCTION_VENV) $(RUNTIME_VENV) emulator/node_modules bench/node/node_modules tests/templates/hbs/node_modules .pytest_cache .demo
