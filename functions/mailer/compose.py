@@ -39,10 +39,17 @@ if TYPE_CHECKING:
     from email.message import EmailMessage
 
 MAX_LINE_OCTETS = 998  # RFC 5322 2.1.1, without the CRLF
-# Built-in table only: /etc/mime.types differs between this machine and the Cloud Functions image.
-_MIME_TYPES = mimetypes.MimeTypes(filenames=())
+
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _MESSAGE_ID = re.compile(r"<[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,200}@[A-Za-z0-9.-]{1,253}>")
+
+
+@functools.cache
+def _mime_types() -> mimetypes.MimeTypes:
+    """Built-in table only: /etc/mime.types differs between this machine and the Cloud Functions image.
+    Built on first use, by an attachment without a contentType: the constructor still reads the system's
+    files into the module-level table (3-8 ms), which most emails never need, at cold start or after."""
+    return mimetypes.MimeTypes(filenames=())
 
 
 @dataclass(frozen=True)
@@ -225,7 +232,7 @@ def _render_attachment(attachment: Attachment) -> mime.Part:
 def _content_type(attachment: Attachment) -> tuple[str, str, dict[str, str]]:
     if attachment.content_type:
         return parse_content_type(attachment.content_type, "message.attachments.contentType")
-    guessed = _MIME_TYPES.guess_type(attachment.filename, strict=False)[0] if attachment.filename else None
+    guessed = _mime_types().guess_type(attachment.filename, strict=False)[0] if attachment.filename else None
     maintype, _, subtype = (guessed or "application/octet-stream").partition("/")
     return maintype, subtype, {}
 
