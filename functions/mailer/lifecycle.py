@@ -16,10 +16,21 @@ Only the names in EVENTS are published, to EVENTS_TOPIC (Pub/Sub, CloudEvents bi
 attributes, JSON data) or EVENTS_CHANNEL (Eventarc, structured JSON CloudEvents). The client libraries
 are imported the first time an event is published, never when EVENTS is empty: cold start does not grow.
 
-A publish is one synchronous call with a short deadline and no retry: a failure is logged (types, document
-path, error class; never addresses or the record) and the mail goes on; the next event opens a new
-connection. The document's `delivery` stays
-the truth; each event's id is derived from the transition, so a consumer can drop a copy by `id`.
+A publish is one synchronous call with a short deadline (PUBLISH_TIMEOUT_SECONDS) and no retry: a failure
+is logged (WARNING "lifecycle event not published": types, document path, state, error class; never
+addresses or the record) and the mail goes on; the next event opens a new connection. The document's
+`delivery` stays the truth; each event's id is derived from the transition, so a consumer can drop a copy
+by `id`.
+
+A destination that accepts connections but never answers would cost every transition the whole deadline,
+so a *slow* failure (DEADLINE_EXCEEDED, or any failure that took SLOW_FAILURE_SECONDS or more) holds that
+destination off, per process: for HOLD_OFF_FIRST_SECONDS after the first, doubling with each consecutive
+slow failure, at most HOLD_OFF_MAX_SECONDS. While held off no publish is attempted; each skipped transition
+logs the same warning with `heldOffUntil` (RFC 3339, UTC) and a `reason`. The first transition after the
+hold-off publishes as usual (one probe at a time; transitions during the probe are skipped the same way):
+success ends the back-off, another slow failure doubles it. A fast failure (connection refused,
+PERMISSION_DENIED, UNAVAILABLE within milliseconds) costs nothing and neither starts nor extends a
+hold-off, so events resume as soon as the receiver is back.
 """
 
 from __future__ import annotations
@@ -29,7 +40,9 @@ import hashlib
 import json
 import logging
 import threading
-from datetime import datetime, timezone
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from mailer.settings import EventSettings, Settings
@@ -39,6 +52,14 @@ log = logging.getLogger("mailer.lifecycle")
 TYPE_PREFIX = "firebase.extensions.firestore-send-email.v1."
 # One publish call (all the events of one transition) waits at most this long; it is never retried.
 PUBLISH_TIMEOUT_SECONDS = 5.0
+# A failed publish that took at least this long (or hit its deadline) was slow: it holds the destination off.
+SLOW_FAILURE_SECONDS = 1.0
+# The hold-off after the first slow failure; it doubles with each consecutive one, up to the maximum.
+HOLD_OFF_FIRST_SECONDS = 30.0
+HOLD_OFF_MAX_SECONDS = 300.0
+HELD_OFF_REASON = "the events destination timed out or failed slowly; publishing resumes at heldOffUntil"
+PROBING_REASON = ("the events destination timed out; one publish is testing it, "
+                  "publishing resumes if it answers by heldOffUntil")
 
 _FOR_STATE = {
     "PROCESSING": ("onProcessing",),
@@ -188,12 +209,84 @@ def publisher_for(config: EventSettings) -> Any:
         return _publishers[key]
 
 
+# --- hold-off of a destination whose publishes time out (per process) ---
+
+_clock = time.monotonic  # the tests' seam
+
+
+def hold_off_seconds(failures: int) -> float:
+    """How long a destination is held off after `failures` consecutive slow failures (0: not at all)."""
+    if failures <= 0:
+        return 0.0
+    return min(HOLD_OFF_FIRST_SECONDS * 2 ** min(failures - 1, 32), HOLD_OFF_MAX_SECONDS)
+
+
+@dataclass
+class _HoldOff:
+    failures: int = 0                 # consecutive slow failures
+    failed_at: float = float("-inf")  # _clock() when the last of them was recorded
+    probe_started: float | None = None  # _clock() when the publish testing the destination began, if one is out
+
+    def until(self) -> float:
+        return self.failed_at + hold_off_seconds(self.failures)
+
+
+_hold_offs: dict[EventSettings, _HoldOff] = {}
+_hold_offs_lock = threading.Lock()
+
+
+def _wall(moment: float) -> str:
+    """A _clock() reading as an RFC 3339 UTC timestamp."""
+    wall = datetime.now(timezone.utc) + timedelta(seconds=moment - _clock())
+    return wall.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _admit(key: EventSettings) -> tuple[float | None, str]:
+    """May a publish to `key` go out now? (None, "probe" or "") if so, else (held off until, reason)."""
+    now = _clock()
+    with _hold_offs_lock:
+        state = _hold_offs.get(key)
+        if state is None:
+            return None, ""
+        if now < state.until():
+            return state.until(), HELD_OFF_REASON
+        if state.probe_started is not None:
+            return state.probe_started + PUBLISH_TIMEOUT_SECONDS, PROBING_REASON
+        state.probe_started = now
+        return None, "probe"
+
+
+def _settle(key: EventSettings, started: float | None, probe: bool, failed: BaseException | None) -> float | None:
+    """Record the outcome of a publish begun at `started` (None: it failed before reaching the destination);
+    returns the hold-off's end when this failure started or doubled one."""
+    now = _clock()
+    code = getattr(getattr(failed, "grpc_status_code", None), "name", None)
+    with _hold_offs_lock:
+        state = _hold_offs.get(key)
+        if failed is None:  # the destination answered: the back-off starts again from zero
+            _hold_offs.pop(key, None)
+            return None
+        if probe and state is not None:
+            state.probe_started = None
+        if started is None or (code != "DEADLINE_EXCEEDED" and now - started < SLOW_FAILURE_SECONDS):
+            return None  # a fast failure costs nothing: it neither starts nor extends a hold-off
+        if state is None:
+            state = _hold_offs[key] = _HoldOff()
+        if state.failed_at >= started:
+            # Another publish that was out at the same time already counted this outage: not again.
+            return None
+        state.failures += 1
+        state.failed_at = now
+        return state.until()
+
+
 def emit(
     settings: Settings, *, project: str, database: str, path: str, before: str | None, record: dict[str, Any],
     version: datetime | None,
 ) -> list[str]:
     """Publish the enabled events of one transition the caller has just written. Never raises; returns the
-    short names published (empty when disabled, nothing enabled applies, or the publish failed)."""
+    short names published (empty when disabled, nothing enabled applies, the destination is held off or the
+    publish failed)."""
     config = settings.events
     if config is None:
         return []
@@ -201,16 +294,32 @@ def emit(
     if not names:
         return []
     fields = {"document": path, "eventTypes": names, "state": record.get("state")}
+    key = _destination(config)
+    held_until, note = _admit(key)
+    if held_until is not None:
+        log.warning("lifecycle event not published", extra={"fields": {
+            **fields, "heldOffUntil": _wall(held_until), "reason": note}})
+        return []
     publisher = None
+    started: float | None = None
+    # Until the publish returns; an interruption (not an Exception) still ends a probe in `finally`.
+    failure: BaseException | None = RuntimeError("publish interrupted")
     try:
         events = build_events(names, project=project, database=database, path=path, record=record,
                               version=version, now=datetime.now(timezone.utc))
         publisher = publisher_for(config)
+        started = _clock()  # the publish alone: importing the client or making the channel is not the destination
         publisher.publish(events)
+        failure = None
     except Exception as exc:  # the mail never waits on, retries for or fails because of an event
-        code_name = getattr(getattr(exc, "grpc_status_code", None), "name", None)
+        failure = exc
+    finally:
+        held_until = _settle(key, started, note == "probe", failure)
+    if failure is not None:
+        code_name = getattr(getattr(failure, "grpc_status_code", None), "name", None)
         log.warning("lifecycle event not published", extra={"fields": {
-            **fields, "exception": type(exc).__name__, **({"grpcCode": code_name} if code_name else {})}})
+            **fields, "exception": type(failure).__name__, **({"grpcCode": code_name} if code_name else {}),
+            **({"heldOffUntil": _wall(held_until), "reason": HELD_OFF_REASON} if held_until is not None else {})}})
         if publisher is not None:
             forget_publisher(config, publisher)
         return []

@@ -47,6 +47,13 @@ def line(pipeline, server, pubsub_receiver):  # noqa: F811
     return pipeline
 
 
+@pytest.fixture(autouse=True)
+def fresh_hold_offs(monkeypatch):
+    """Each test starts with no destination held off (the hold-offs are per process)."""
+    from mailer import lifecycle
+
+    monkeypatch.setattr(lifecycle, "_hold_offs", {})
+
 
 def settled(receiver: EventReceiver, doc_id: str, count: int, timeout: float = 10.0) -> list[str]:
     """The document's event types once `count` have arrived and nothing more came for a moment (the
@@ -262,6 +269,57 @@ def test_a_receiver_back_up_gets_the_next_transitions(line, server, pubsub_recei
     assert settled(pubsub_receiver, "flaky", 3) == ["onProcessing", "onSuccess", "onComplete"]
 
 
+def _moment(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def test_a_hanging_receiver_costs_one_deadline_then_is_held_off_until_it_answers(
+    line, server, pubsub_receiver, log_stream, monkeypatch  # noqa: F811
+):
+    from mailer import lifecycle
+
+    deadline = 4.0  # an email's own work stays well under it, even on a loaded machine
+    monkeypatch.setattr(lifecycle, "PUBLISH_TIMEOUT_SECONDS", deadline)
+    pubsub_receiver.hang = True
+    took = []
+    for doc_id in ("held-1", "held-2", "held-3"):
+        started = time.monotonic()
+        assert line.send(doc_id, MAIL)["state"] == "SUCCESS"
+        took.append(time.monotonic() - started)
+    warnings = warnings_logged(log_stream, 6)
+    # One publish reached the receiver (the first email's claim) and waited out its deadline; every later
+    # transition was skipped at once, with a warning saying until when.
+    assert took[0] >= deadline and took[1] < deadline and took[2] < deadline, took
+    assert pubsub_receiver.calls == 1 and pubsub_receiver.events == [] and len(server.messages) == 3
+    assert [(entry["document"].rpartition("/")[2], entry["eventTypes"]) for entry in warnings] == [
+        ("held-1", ["onStart", "onProcessing"]), ("held-1", ["onSuccess", "onComplete"]),
+        ("held-2", ["onStart", "onProcessing"]), ("held-2", ["onSuccess", "onComplete"]),
+        ("held-3", ["onStart", "onProcessing"]), ("held-3", ["onSuccess", "onComplete"])]
+    assert warnings[0]["grpcCode"] == "DEADLINE_EXCEEDED" and all(entry["severity"] == "WARNING" for entry in warnings)
+    assert all("exception" not in entry and entry["reason"] == lifecycle.HELD_OFF_REASON for entry in warnings[1:])
+    until = {_moment(entry["heldOffUntil"]) for entry in warnings}
+    assert max(until) - min(until) < timedelta(milliseconds=50)  # one hold-off, 30 s from the failure
+    assert abs((min(until) - _moment(warnings[0]["time"])).total_seconds() - 30) < 0.5
+    output = log_stream.getvalue()
+    assert "ada@example.com" not in output and SMTP_PASSWORD not in output
+
+    # Hold-off over, receiver answering: the next transition probes, publishes, and the back-off is reset.
+    monkeypatch.setattr(lifecycle, "HOLD_OFF_FIRST_SECONDS", 0.2)
+    time.sleep(0.3)
+    pubsub_receiver.hang = False
+    assert line.send("held-4", MAIL)["state"] == "SUCCESS"
+    assert settled(pubsub_receiver, "held-4", 4) == SENT
+    assert pubsub_receiver.calls == 3 and lifecycle._hold_offs == {}
+    # So the next timeout holds off for the first step again (30 s), not twice that.
+    monkeypatch.setattr(lifecycle, "HOLD_OFF_FIRST_SECONDS", 30.0)
+    monkeypatch.setattr(lifecycle, "PUBLISH_TIMEOUT_SECONDS", 1.0)
+    pubsub_receiver.hang = True
+    assert line.send("held-5", MAIL)["state"] == "SUCCESS"
+    failure = warnings_logged(log_stream, 8)[6]
+    assert failure["document"].endswith("/held-5") and failure["grpcCode"] == "DEADLINE_EXCEEDED"
+    assert abs((_moment(failure["heldOffUntil"]) - _moment(failure["time"])).total_seconds() - 30) < 0.5
+
+
 def test_an_eventarc_channel_receives_structured_cloud_events(line, server, pubsub_receiver, eventarc_receiver):  # noqa: F811
     line.configure(EVENTS_TOPIC=None, PUBSUB_ENDPOINT=None, EVENTS_CHANNEL=CHANNEL,
                    EVENTARC_PUBLISHING_ENDPOINT=eventarc_receiver.endpoint)
@@ -348,3 +406,157 @@ def test_a_failed_publish_drops_only_its_own_publisher():
         assert key not in lifecycle._publishers and replacement.closed
     finally:
         lifecycle._publishers.pop(key, None)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Destination:
+    """A stand-in publisher whose publish takes `takes` seconds of the fake clock and then fails with `fails`."""
+
+    def __init__(self, clock: _Clock) -> None:
+        self.clock, self.calls, self.takes, self.fails = clock, 0, 0.0, None
+
+    def publish(self, events) -> None:
+        self.calls += 1
+        self.clock.now += self.takes
+        if self.fails is not None:
+            raise self.fails
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def destination(monkeypatch):
+    from mailer import lifecycle
+    from mailer.settings import EventSettings
+
+    clock = _Clock()
+    fake = _Destination(clock)
+    monkeypatch.setattr(lifecycle, "_clock", clock)
+    monkeypatch.setattr(lifecycle, "publisher_for", lambda config: fake)
+
+    class Settings:
+        events = EventSettings(names=("onStart", "onProcessing"), topic="projects/acme-mailer/topics/mail-events")
+
+    def emit(doc_id: str = "a") -> list[str]:
+        return lifecycle.emit(Settings(), project="acme-mailer", database="(default)", path=f"mail/{doc_id}",
+                              before=None, record={"state": "PROCESSING"}, version=None)
+
+    fake.emit = emit
+    fake.key = lifecycle._destination(Settings.events)
+    return fake
+
+
+def _held_for(destination) -> float | None:
+    from mailer import lifecycle
+
+    state = lifecycle._hold_offs.get(destination.key)
+    return None if state is None else state.until() - destination.clock.now
+
+
+def test_consecutive_slow_failures_double_the_hold_off_up_to_the_cap(destination, log_stream):
+    from google.api_core.exceptions import DeadlineExceeded
+
+    destination.takes, destination.fails = 5.0, DeadlineExceeded("deadline")
+    held = []
+    for _ in range(6):
+        assert destination.emit() == [] and destination.calls == len(held) + 1
+        held.append(_held_for(destination))
+        # Held off: nothing is attempted until the very end of it.
+        destination.clock.now += held[-1] - 1
+        assert destination.emit() == [] and destination.calls == len(held)
+        destination.clock.now += 1
+    assert held == [30, 60, 120, 240, 300, 300]
+    # The probe succeeds: the back-off is gone, and the next slow failure starts again at 30 s.
+    destination.fails = None
+    assert destination.emit() == ["onStart", "onProcessing"] and _held_for(destination) is None
+    destination.fails = DeadlineExceeded("deadline")
+    destination.emit()
+    assert _held_for(destination) == 30
+
+
+def test_any_failure_that_took_a_second_holds_off_and_a_fast_one_does_not(destination, log_stream):
+    from google.api_core.exceptions import PermissionDenied, ServiceUnavailable
+
+    for fails in (ServiceUnavailable("refused"), PermissionDenied("denied"), RuntimeError("boom")):
+        destination.takes, destination.fails = 0.05, fails
+        for doc_id in ("a", "b", "c"):  # each one is attempted: a fast failure costs nothing
+            calls = destination.calls
+            assert destination.emit(doc_id) == [] and destination.calls == calls + 1
+            assert _held_for(destination) is None
+    warnings = warnings_logged(log_stream, 9)
+    assert len(warnings) == 9 and not any("heldOffUntil" in entry for entry in warnings)
+
+    destination.takes, destination.fails = 1.0, ServiceUnavailable("slow")
+    destination.emit("d")
+    assert _held_for(destination) == 30
+    calls = destination.calls
+    assert destination.emit("e") == [] and destination.calls == calls
+    skipped = warnings_logged(log_stream, 11)[-1]
+    assert skipped["document"] == "mail/e" and skipped["eventTypes"] == ["onStart", "onProcessing"]
+    assert skipped["state"] == "PROCESSING" and skipped["heldOffUntil"].endswith("Z") and skipped["reason"]
+
+
+def test_one_probe_at_a_time_and_a_shared_timeout_counts_once(monkeypatch, log_stream):
+    # Two threads publish to a hanging destination at once: both time out, the hold-off is 30 s (not 60).
+    # After it, one thread probes; a transition meanwhile is skipped rather than waiting out a deadline too.
+    from google.api_core.exceptions import DeadlineExceeded
+
+    from mailer import lifecycle
+    from mailer.settings import EventSettings
+
+    clock = _Clock()
+    monkeypatch.setattr(lifecycle, "_clock", clock)
+    arrived, release = threading.Barrier(2), threading.Event()
+    calls = []
+
+    class Hanging:
+        def publish(self, events):
+            calls.append(events[0]["subject"])
+            if len(calls) <= 2:
+                arrived.wait(5)
+            release.wait(5)
+            clock.now += 5
+            raise DeadlineExceeded("deadline")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(lifecycle, "publisher_for", lambda config: Hanging())
+
+    class Settings:
+        events = EventSettings(names=("onStart",), topic="projects/acme-mailer/topics/mail-events")
+
+    def emit(doc_id: str) -> None:
+        lifecycle.emit(Settings(), project="acme-mailer", database="(default)", path=f"mail/{doc_id}", before=None,
+                       record={"state": "PROCESSING"}, version=None)
+
+    threads = [threading.Thread(target=emit, args=(doc_id,)) for doc_id in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    key = lifecycle._destination(Settings.events)
+    assert sorted(calls) == ["a", "b"] and lifecycle._hold_offs[key].failures == 1
+
+    clock.now = lifecycle._hold_offs[key].until()
+    release.clear()
+    probe = threading.Thread(target=emit, args=("probe",))
+    probe.start()
+    deadline = time.monotonic() + 5
+    while len(calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    emit("meanwhile")  # returns at once: the probe is out
+    release.set()
+    probe.join(10)
+    assert calls[2:] == ["probe"] and lifecycle._hold_offs[key].failures == 2
+    meanwhile = [entry for entry in warnings_logged(log_stream, 4) if entry["document"] == "mail/meanwhile"]
+    assert meanwhile and meanwhile[0]["reason"] == lifecycle.PROBING_REASON and "heldOffUntil" in meanwhile[0]

@@ -7,9 +7,12 @@
     ... PUBSUB_ENDPOINT=receiver.endpoint ...
     receiver.events                            # [CloudEvent dicts], in arrival order
     receiver.fail_with = grpc.StatusCode.UNAVAILABLE   # answer every call with that status
+    receiver.hang = True                       # accept every call, never answer (the client's deadline ends it)
     receiver.stop()                            # nothing listens: a client gets "connection refused"
+    receiver.start()                           # back on the same port (held meanwhile: see stop())
+    receiver.close()                           # stopped, and the port given back
 
-Fixtures: `pubsub_receiver`, `eventarc_receiver` (started, stopped after the test). Import them into a
+Fixtures: `pubsub_receiver`, `eventarc_receiver` (started, closed after the test). Import them into a
 test module (`from tests.support.pubsub import pubsub_receiver`).
 
 A Pub/Sub message becomes a CloudEvent by the CloudEvents Pub/Sub binding's binary mode: `ce-*`
@@ -20,7 +23,9 @@ An Eventarc `text_events` entry is a structured JSON CloudEvent as it stands.
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
@@ -56,10 +61,12 @@ class EventReceiver:
         self.events: list[dict[str, Any]] = []
         self.calls = 0
         self.fail_with: grpc.StatusCode | None = None
+        self.hang = False
         self.endpoint = ""
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
         self._port = 0
+        self._placeholder: socket.socket | None = None
 
     @classmethod
     def pubsub(cls) -> EventReceiver:
@@ -73,6 +80,14 @@ class EventReceiver:
     def _handle(self, request: Any, context: grpc.ServicerContext) -> Any:
         with self._lock:
             self.calls += 1
+            hang = self.hang
+        if hang:
+            # Received and never answered: the call ends when the client gives up (its deadline) or the
+            # receiver stops; nothing is recorded as received.
+            while context.is_active() and self._server is not None:
+                time.sleep(0.02)
+            context.abort(grpc.StatusCode.CANCELLED, "the test receiver never answered")
+        with self._lock:
             if self.fail_with is not None:
                 context.abort(self.fail_with, "injected by the test receiver")
             self.events.extend(self._decode(request))
@@ -89,6 +104,7 @@ class EventReceiver:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         server.add_generic_rpc_handlers((handler,))
         # The same port again after stop() + start(), so a client's channel reconnects to it.
+        self._release_port()
         self._port = server.add_insecure_port(f"127.0.0.1:{self._port}")
         server.start()
         self._server = server
@@ -96,9 +112,38 @@ class EventReceiver:
         return self
 
     def stop(self) -> None:
+        """Nothing answers any more: a client's connection is refused. The port stays this receiver's (a bound
+        socket that does not listen), so start() gets the same one back: on a busy machine another process's
+        server or connection could otherwise take the freed port in between, and start() would fail or
+        share the port with a stranger."""
         if self._server is not None:
             self._server.stop(grace=None).wait()
             self._server = None
+            self._hold_port()
+
+    def close(self) -> None:
+        self.stop()
+        self._release_port()
+
+    def _hold_port(self) -> None:
+        # Without SO_REUSEADDR nobody else can bind the port; that fails while the stopped server's own
+        # connections are in TIME_WAIT, and then SO_REUSEADDR still keeps out binders that do not set it.
+        for reuse in (False, True):
+            placeholder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            if reuse:
+                placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                placeholder.bind(("127.0.0.1", self._port))
+            except OSError:
+                placeholder.close()
+                continue
+            self._placeholder = placeholder
+            return
+
+    def _release_port(self) -> None:
+        if self._placeholder is not None:
+            self._placeholder.close()
+            self._placeholder = None
 
     def types(self, subject: str | None = None) -> list[str]:
         """The event types received (short names), optionally for one document id only."""
@@ -111,11 +156,11 @@ class EventReceiver:
 def pubsub_receiver() -> Iterator[EventReceiver]:
     receiver = EventReceiver.pubsub().start()
     yield receiver
-    receiver.stop()
+    receiver.close()
 
 
 @pytest.fixture
 def eventarc_receiver() -> Iterator[EventReceiver]:
     receiver = EventReceiver.eventarc().start()
     yield receiver
-    receiver.stop()
+    receiver.close()
