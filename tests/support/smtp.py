@@ -21,18 +21,24 @@ needs auth_require_tls=False, and the 5-argument handle_EHLO sets session.host_n
 Scripted faults for a fault suite (see Behaviour): a 421 greeting, "too many recipients" after N
 RCPTs, AUTH 454, a sequence of final replies to DATA counted across sessions (451 once, then normal),
 hanging up after the whole message arrived without replying (the message is recorded: the server
-has it, the client cannot know), a stall at any step, and a failed STARTTLS handshake. Faults a
+has it, the client cannot know), a stall at any step, a greeting held until the test releases it
+(Behaviour.greeting_gate) and a failed STARTTLS handshake. Faults a
 server cannot play (a reset connection, a cut between the client's final "." and the reply, latency)
 are in tests/support/faultproxy.py.
 
 Pipelining and round trips: smtp_server(pipelining=True) advertises PIPELINING (RFC 2920; aiosmtpd
-reads pipelined input correctly but never says so). Every server counts read bursts: how many times
-it answered and then had to wait for the client's next input, i.e. the client's round trips
-(server.read_bursts in total, server.session_read_bursts per session). A wait is counted when it
-ends (the client's bytes arrived), so the count is complete before the server replies to them: on a
-warm connection a lockstep client costs 4 per one-recipient message (MAIL, RCPT, DATA, data), a
-pipelining client 2 (envelope, data) and a client that chains the next envelope after its data 1.
-A line split across packets costs no extra burst (the server had not answered in between).
+reads pipelined input correctly but never says so). Every server counts its clients' round trips:
+the times a client sent something after it had waited for a reply (server.round_trips in total,
+server.session_round_trips per session). They are counted where the client waits, at smtplib's
+getreply() and send() (every smtplib client in this process that is connected straight to a test
+server: the transport, ops/check.py; not through a FaultProxy), before the bytes go out, so the
+count is complete before the server can answer them. On a warm connection a lockstep client costs
+4 per one-recipient message (MAIL, RCPT, DATA, data), a pipelining client 2 (envelope, data) and a
+client that chains the next envelope after its data 1; the greeting is not one (the client sent
+nothing before it), EHLO is. Counting what the server reads instead is not load-proof: TCP may
+deliver one client write in several reads (a write larger than a TLS record or a segment, a client
+thread descheduled between the records it writes), and a reply the server sent between two reads
+of one write looked like a round trip the client never made.
 Behaviour.reply_fragment splits each reply the server sends into packets of that many bytes.
 
 Line limits: aiosmtpd refuses a command line over 512 octets ("500 Command line too long") and reads
@@ -49,6 +55,7 @@ import email
 import email.message
 import email.policy
 import secrets
+import smtplib
 import socket
 import ssl
 import threading
@@ -77,6 +84,7 @@ STARTTLS_FAULTS = ("hang up", "alert")
 # In Behaviour.data_reply_sequence: receive the message, record it, then close without replying.
 HANG_UP = "hang up"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+GATE_SECONDS = 30.0  # the longest Behaviour.greeting_gate holds a greeting
 # A TLS record carrying a fatal handshake_failure alert (RFC 8446 6): what a server that cannot
 # agree on TLS parameters sends instead of its ServerHello.
 _TLS_HANDSHAKE_FAILURE_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])
@@ -130,6 +138,9 @@ class Behaviour:
     # real server has it queued while the client waits for the reply.
     stall_at: str | None = None
     stall_seconds: float = 5.0
+    # Hold every greeting until the test sets this event (at most GATE_SECONDS): a client that
+    # connected waits there, however long a loaded machine takes to queue other senders behind it.
+    greeting_gate: threading.Event | None = None
     # STARTTLS is offered and answered "220 Ready", then the handshake fails: "hang up" closes the
     # connection after the ClientHello, "alert" answers it with a fatal handshake_failure alert.
     starttls_fault: str | None = None
@@ -255,11 +266,13 @@ class SmtpTestServer:
         self.pipelining = pipelining  # advertise PIPELINING in the EHLO reply
         self.line_limit = line_limit  # longest line read (None: aiosmtpd's 1,001)
         self.command_limits = dict(command_limits or {})  # per command (others: aiosmtpd's 512)
-        self.read_bursts = 0  # times the server answered, then waited for the client (all sessions)
-        self.session_read_bursts: dict[int, int] = {}  # the same per session number
+        self.round_trips = 0  # times a client sent after waiting for a reply (all sessions)
+        self.session_round_trips: dict[int, int] = {}  # the same per session number
         self._sessions: list[_ScriptedSMTP] = []
         self._lost = threading.Condition()
         self._recording = False
+        self._probe_seen = threading.Event()  # the controller's start-up probe has connected
+        self._session_by_client: dict[tuple[str, int], int] = {}  # client address -> session number
 
         tls_context = None
         if tls != "none":
@@ -296,10 +309,16 @@ class SmtpTestServer:
 
     def start(self) -> None:
         self._controller.start()
-        # The controller's own start-up probe is not a client: count only what comes after it.
+        # The controller's own start-up probe is not a client: count only what comes after it. (Its
+        # session may open after start() returned, when the probe gave up waiting for the greeting.)
+        self._probe_seen.wait(timeout=10)
         self._recording = True
+        _hook_smtp_clients()
+        _servers_by_port[self.port] = self
 
     def stop(self) -> None:
+        if _servers_by_port.get(self.port) is self:
+            del _servers_by_port[self.port]
         if self._controller._thread is not None:
             # Sessions a client left open would keep asyncio's Server.wait_closed() (3.12+) from
             # returning, and the controller's stop() with it: hang them up first.
@@ -366,12 +385,25 @@ class SmtpTestServer:
         with self._lost:
             self._sessions.append(session)
             if not self._recording:
+                self._probe_seen.set()
                 return False
             self.connections += 1
             self.active_connections += 1
             self.max_active_connections = max(self.max_active_connections, self.active_connections)
             session.number = self.connections
+            peer = session.session.peer if session.session is not None else None
+            if isinstance(peer, tuple):
+                self._session_by_client[(peer[0], peer[1])] = session.number
         return True
+
+    def _client_round_trip(self, client: tuple[str, int]) -> None:
+        """A client at that address sends after waiting for a reply (called from the client's thread)."""
+        with self._lost:
+            number = self._session_by_client.get(client)
+            if number is None:  # (not a counted session: the start-up probe)
+                return
+            self.round_trips += 1
+            self.session_round_trips[number] = self.session_round_trips.get(number, 0) + 1
 
     def _session_closed(self, session: _ScriptedSMTP, counted: bool) -> None:
         with self._lost:
@@ -403,7 +435,6 @@ class _ScriptedSMTP(SMTP):
         self._open = False
         self._raw_socket: Any = None
         self._greeted = False
-        self._replied = False  # wrote a reply since the last wait for input
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None  # STARTTLS calls this again for the same session
@@ -412,7 +443,6 @@ class _ScriptedSMTP(SMTP):
             self._open = True
             self._raw_socket = transport.get_extra_info("socket")  # kept for hang_up()
             self._counted = self.owner._session_opened(self)
-            self._count_read_bursts()
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
@@ -420,25 +450,7 @@ class _ScriptedSMTP(SMTP):
             self._open = False
             self.owner._session_closed(self, self._counted)
 
-    def _count_read_bursts(self) -> None:
-        """Wrap the stream reader's wait for more input: a wait that follows a reply is a burst."""
-        reader = self._stream_reader
-        if reader is None:
-            return
-        waiting = reader._wait_for_data
-
-        async def counted(func_name: str) -> None:
-            replied, self._replied = self._replied, False
-            await waiting(func_name)
-            if replied and self._counted:
-                owner = self.owner
-                owner.read_bursts += 1
-                owner.session_read_bursts[self.number] = owner.session_read_bursts.get(self.number, 0) + 1
-
-        reader._wait_for_data = counted  # type: ignore[method-assign]
-
     async def push(self, status: Any) -> None:
-        self._replied = True
         fragment = self.owner.behaviour.reply_fragment
         if fragment and self._greeted and self.transport is not None and not self.transport.is_closing():
             await self._push_in_fragments(status, fragment)
@@ -448,6 +460,8 @@ class _ScriptedSMTP(SMTP):
             behaviour = self.owner.behaviour
             if self._counted and behaviour.slow_reply_at == "greeting":
                 await asyncio.sleep(behaviour.slow_reply_seconds)
+            if self._counted and behaviour.greeting_gate is not None:
+                await asyncio.get_running_loop().run_in_executor(None, behaviour.greeting_gate.wait, GATE_SECONDS)
             if self._counted:
                 await self.stall("greeting")
             if self._counted and behaviour.greeting_reply is not None:
@@ -650,6 +664,50 @@ class _Handler:
         )
         self.owner.messages.append(received)
         return received
+
+
+# -- round trips, counted where the client waits ---------------------------------------------------
+
+_servers_by_port: dict[int, SmtpTestServer] = {}  # running test servers by listening port
+_hook_lock = threading.Lock()
+_hooked = False
+
+
+def _hook_smtp_clients() -> None:
+    """Wrap smtplib.SMTP.getreply and .send, once per process: a send that follows a getreply (on the
+    same client) is a round trip, counted by the test server the client is connected to. Clients of
+    other servers pass straight through."""
+    global _hooked
+    with _hook_lock:
+        if _hooked:
+            return
+        _hooked = True
+    getreply, send = smtplib.SMTP.getreply, smtplib.SMTP.send
+
+    def waited_getreply(self: smtplib.SMTP) -> tuple[int, bytes]:
+        self._test_awaited_reply = True  # type: ignore[attr-defined]  # (also when no reply comes)
+        return getreply(self)
+
+    def counted_send(self: smtplib.SMTP, data: str | bytes) -> None:
+        if getattr(self, "_test_awaited_reply", False):
+            self._test_awaited_reply = False  # type: ignore[attr-defined]
+            _count_round_trip(self.sock)
+        send(self, data)
+
+    smtplib.SMTP.getreply = waited_getreply  # type: ignore[method-assign]
+    smtplib.SMTP.send = counted_send  # type: ignore[method-assign]
+
+
+def _count_round_trip(sock: socket.socket | None) -> None:
+    if sock is None:
+        return
+    try:
+        server_address, client_address = sock.getpeername(), sock.getsockname()
+    except OSError:
+        return  # (not connected: smtplib's send raises as it always did)
+    server = _servers_by_port.get(server_address[1])
+    if server is not None and server_address[0] == server.host:
+        server._client_round_trip((client_address[0], client_address[1]))
 
 
 class _Controller(Controller):

@@ -15,14 +15,17 @@ from tests.support.smtp import HANG_UP, Behaviour
 
 from .helpers import SENDER, make_message
 
-# A slow greeting holds the first sender on its fresh connection while the others queue up.
-HOLD = Behaviour(slow_reply_at="greeting", slow_reply_seconds=0.6)
+
+def held(**behaviour) -> Behaviour:
+    """A server whose greeting waits for queue_senders: the first sender holds its fresh connection
+    until the others are queued behind it, however long a loaded machine takes to start them."""
+    return Behaviour(greeting_gate=threading.Event(), **behaviour)
 
 
-def queue_senders(pool, jobs) -> tuple[list[threading.Thread], dict[int, object]]:
+def queue_senders(pool, jobs, server) -> tuple[list[threading.Thread], dict[int, object]]:
     """Start one thread per job, each only once the previous one is in the pool (the first holds
-    the slot, the rest are queued in this order). jobs: (recipients, subject). Returns the threads
-    and a dict index -> SendResult or exception."""
+    the slot, the rest are queued in this order), then let the server greet the first (held()).
+    jobs: (recipients, subject). Returns the threads and a dict index -> SendResult or exception."""
     outcomes: dict[int, object] = {}
 
     def run(index: int, recipients: list[str], subject: str) -> None:
@@ -41,6 +44,7 @@ def queue_senders(pool, jobs) -> tuple[list[threading.Thread], dict[int, object]
             time.sleep(0.002)
         if index > 0:
             assert pool.waiting == index, "the senders did not queue up behind the first"
+    server.behaviour.greeting_gate.set()
     return threads, outcomes
 
 
@@ -51,27 +55,27 @@ def join(threads) -> None:
 
 
 def test_chained_messages_cost_one_round_trip_each_and_are_served_in_order(smtp_server, open_pool) -> None:
-    server = smtp_server(tls="none", auth=False, pipelining=True, behaviour=HOLD)
+    server = smtp_server(tls="none", auth=False, pipelining=True, behaviour=held())
     pool = open_pool(server.uri(maxConnections=1))
     count = 16
-    threads, outcomes = queue_senders(pool, [(["ada@example.com"], f"m{n}") for n in range(count)])
+    threads, outcomes = queue_senders(pool, [(["ada@example.com"], f"m{n}") for n in range(count)], server)
     join(threads)
     assert all(isinstance(outcomes[n], SendResult) for n in range(count)), outcomes
     assert [m.message["Subject"] for m in server.messages] == [f"m{n}" for n in range(count)]  # FIFO
     assert server.connections == 1
-    # EHLO, the first envelope, then one burst per message: its data with the next envelope
+    # EHLO, the first envelope, then one round trip per message: its data with the next envelope
     # (the last message's data goes alone). Without chaining this would be 2 + 2 * count.
-    assert server.read_bursts == 2 + count, server.read_bursts
+    assert server.round_trips == 2 + count, server.round_trips
     assert len({outcome.response for outcome in outcomes.values()}) == count
 
 
 def test_without_pipelining_queued_messages_are_not_chained(smtp_server, open_pool) -> None:
-    server = smtp_server(tls="none", auth=False, pipelining=False, behaviour=HOLD)
+    server = smtp_server(tls="none", auth=False, pipelining=False, behaviour=held())
     pool = open_pool(server.uri(maxConnections=1))
-    threads, outcomes = queue_senders(pool, [(["ada@example.com"], f"m{n}") for n in range(4)])
+    threads, outcomes = queue_senders(pool, [(["ada@example.com"], f"m{n}") for n in range(4)], server)
     join(threads)
     assert [m.message["Subject"] for m in server.messages] == ["m0", "m1", "m2", "m3"]
-    assert server.read_bursts == 1 + 4 * 4  # EHLO, then MAIL, RCPT, DATA, data per message
+    assert server.round_trips == 1 + 4 * 4  # EHLO, then MAIL, RCPT, DATA, data per message
 
 
 def test_sixteen_senders_stay_within_max_connections(smtp_server, open_pool) -> None:
@@ -105,9 +109,8 @@ def test_sixteen_senders_stay_within_max_connections(smtp_server, open_pool) -> 
 ])
 def test_a_failed_message_in_a_chain_does_not_affect_the_next(smtp_server, open_pool, failure, expected) -> None:
     # m1's final reply fails after m2's envelope was written behind m1's data.
-    behaviour = Behaviour(slow_reply_at="greeting", slow_reply_seconds=0.6,
-                          data_reply_sequence=[None, failure, None],
-                          rcpt_replies={"gone@example.com": "550 5.1.1 No such user"})
+    behaviour = held(data_reply_sequence=[None, failure, None],
+                     rcpt_replies={"gone@example.com": "550 5.1.1 No such user"})
     server = smtp_server(tls="none", auth=False, pipelining=True, behaviour=behaviour)
     pool = open_pool(server.uri(maxConnections=1))
     threads, outcomes = queue_senders(pool, [
@@ -115,7 +118,7 @@ def test_a_failed_message_in_a_chain_does_not_affect_the_next(smtp_server, open_
         (["ada@example.com"], "m1"),
         (["ada@example.com", "gone@example.com", "alan@example.com"], "m2"),
         (["grace@example.com"], "m3"),
-    ])
+    ], server)
     join(threads)
     assert isinstance(outcomes[0], SendResult)
     error = outcomes[1]
@@ -132,12 +135,11 @@ def test_a_failed_message_in_a_chain_does_not_affect_the_next(smtp_server, open_
 
 
 def test_a_refused_message_in_a_chain_does_not_affect_the_next(smtp_server, open_pool) -> None:
-    behaviour = Behaviour(slow_reply_at="greeting", slow_reply_seconds=0.6,
-                          rcpt_replies={"gone@example.com": "550 5.1.1 No such user"})
+    behaviour = held(rcpt_replies={"gone@example.com": "550 5.1.1 No such user"})
     server = smtp_server(tls="none", auth=False, pipelining=True, behaviour=behaviour)
     pool = open_pool(server.uri(maxConnections=1))
     threads, outcomes = queue_senders(pool, [
-        (["ada@example.com"], "m0"), (["gone@example.com"], "m1"), (["grace@example.com"], "m2")])
+        (["ada@example.com"], "m0"), (["gone@example.com"], "m1"), (["grace@example.com"], "m2")], server)
     join(threads)
     assert isinstance(outcomes[1], DeliveryError) and outcomes[1].rejected == ["gone@example.com"]
     assert outcomes[1].message.startswith("SMTP server refused all 1 recipient(s)")
@@ -147,11 +149,11 @@ def test_a_refused_message_in_a_chain_does_not_affect_the_next(smtp_server, open
 
 def test_connection_lost_after_a_chained_envelope_retries_the_next_on_a_fresh_connection(
         smtp_server, fault_proxy, open_pool) -> None:
-    server = smtp_server(tls="none", auth=False, pipelining=True, behaviour=HOLD)
+    server = smtp_server(tls="none", auth=False, pipelining=True, behaviour=held())
     proxy = fault_proxy(server)
     pool = open_pool(proxy.uri(maxConnections=1))
     proxy.cut_at("after end of data")  # m0 arrives, its reply is lost; m1's envelope went with it
-    threads, outcomes = queue_senders(pool, [(["ada@example.com"], "m0"), (["ada@example.com"], "m1")])
+    threads, outcomes = queue_senders(pool, [(["ada@example.com"], "m0"), (["ada@example.com"], "m1")], server)
     join(threads)
     assert isinstance(outcomes[0], DeliveryError) and outcomes[0].outcome_unknown is True
     assert isinstance(outcomes[1], SendResult), outcomes[1]
@@ -180,12 +182,11 @@ def test_a_waiter_that_times_out_leaves_the_queue(smtp_server, open_pool) -> Non
 def test_a_claimed_waiter_is_served_even_after_its_wait_would_have_timed_out(smtp_server, open_pool) -> None:
     # The holder's data went out with the waiter's envelope behind it: the waiter is no longer
     # waiting for a slot but for the holder's final reply, bounded by the socket timeout.
-    # (the stalled greeting lets the second sender queue before the first one's data write)
+    # (the held greeting lets the second sender queue before the first one's data write)
     server = smtp_server(tls="none", auth=False, pipelining=True,
-                         behaviour=Behaviour(stall_at="greeting", stall_seconds=0.05,
-                                             slow_reply_at="DATA", slow_reply_seconds=0.8))
+                         behaviour=held(slow_reply_at="DATA", slow_reply_seconds=0.8))
     pool = open_pool(server.uri(maxConnections=1, connectionTimeout=300))
-    threads, outcomes = queue_senders(pool, [(["ada@example.com"], "held"), (["ada@example.com"], "chained")])
+    threads, outcomes = queue_senders(pool, [(["ada@example.com"], "held"), (["ada@example.com"], "chained")], server)
     join(threads)
     assert all(isinstance(o, SendResult) for o in outcomes.values()), outcomes
     assert [m.message["Subject"] for m in server.messages] == ["held", "chained"]

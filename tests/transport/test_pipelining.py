@@ -1,11 +1,11 @@
 """RFC 2920 pipelining: the same results and error classification as lockstep, in fewer round trips.
 
 Each scenario runs against a server that advertises PIPELINING and one that does not (`mode`); the
-test server counts read bursts (times it answered and then waited for the client), which is the
-client's round trips."""
+test server counts the client's round trips (the times it sent after waiting for a reply)."""
 
 from __future__ import annotations
 
+import smtplib
 import time
 
 import pytest
@@ -48,12 +48,41 @@ def test_round_trips_per_message_on_a_warm_connection(smtp_server, open_pool, mo
     pool = open_pool(server.uri("user", "pass"))
     to = [f"r{n}@example.com" for n in range(recipients)]
     pool.send(SENDER, to, make_message("warm-up"))
-    before = server.read_bursts
+    before = server.round_trips
     pool.send(SENDER, to, make_message("measured"))
-    measured = server.read_bursts - before
+    measured = server.round_trips - before
     # lockstep: MAIL, each RCPT, DATA, then the data; pipelined: the envelope, then the data.
     assert measured == (2 if mode == "pipelined" else 3 + recipients), measured
     assert server.connections == 1
+
+
+def test_a_round_trip_is_a_wait_of_the_client_not_a_read_of_the_server(smtp_server) -> None:
+    """What the counts above rest on. The data of one message and the next envelope, sent without reading
+    in between, reach the server in two pieces, and the server answers the first before the second
+    arrives (as TCP may deliver one write of a loaded client): still one round trip, since the client
+    never waited. (Counting the server's waits for input made it two.)"""
+    server = smtp_server(tls="none", auth=False, pipelining=True)
+    envelope = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
+    client = smtplib.SMTP(server.host, server.port, local_hostname="client.example")
+    try:
+        client.ehlo()
+        client.send(envelope)
+        assert [client.getreply()[0] for _ in range(3)] == [250, 250, 354]
+        before = server.round_trips
+        client.send(b"Subject: one\r\n\r\nbody\r\n.\r\n")
+        deadline = time.monotonic() + 10
+        while not server.messages and time.monotonic() < deadline:  # recorded as it is answered
+            time.sleep(0.01)
+        time.sleep(0.1)
+        client.send(envelope)
+        assert [client.getreply()[0] for _ in range(4)] == [250, 250, 250, 354]
+        assert server.round_trips - before == 1
+        client.send(b"Subject: two\r\n\r\nbody\r\n.\r\n")
+        assert client.getreply()[0] == 250
+        assert server.round_trips - before == 2 and server.session_round_trips == {1: server.round_trips}
+    finally:
+        client.close()
+    assert [m.message["Subject"] for m in server.messages] == ["one", "two"]
 
 
 def test_mixed_rcpt_replies_250_452_550(smtp_server, open_pool, mode) -> None:
@@ -245,6 +274,6 @@ def test_a_large_envelope_costs_one_round_trip_per_group(smtp_server, open_pool,
     pool = open_pool(server.uri("user", "pass"))
     to = [f"r{n}@example.com" for n in range(5)]
     pool.send(SENDER, to, make_message("warm-up"))
-    before = server.read_bursts
+    before = server.round_trips
     assert pool.send(SENDER, to, make_message()).accepted == to
-    assert server.read_bursts - before == 3 + 1  # three groups (the last ends with DATA), the data
+    assert server.round_trips - before == 3 + 1  # three groups (the last ends with DATA), the data
