@@ -25,7 +25,7 @@ emulator/node_modules/.installed: emulator/package.json emulator/package-lock.js
 lock: $(VENV)/.installed
 	$(VENV)/bin/uv pip compile --quiet requirements-dev.in -o requirements-dev.lock --python-version 3.11
 
-test: install bench/node/node_modules/.installed tests/templates/hbs/node_modules/.installed
+test: install bench/node/node_modules/.installed bench/extension/node_modules/.installed tests/templates/hbs/node_modules/.installed
 	@$(MAKE) --no-print-directory lint-workflows
 	@tools/ensure-chromium
 	@tools/ensure-postfix
@@ -112,7 +112,7 @@ send: install
 # Cost per email and local delivery speed, then retries under load, the sweep's drain rate and idle cost,
 # then the function's cold start; prints figures, asserts nothing.
 # ARGS="--emails 500 --template", RELIABILITY_ARGS="--emails 1000 --backlog 10000", COLDSTART_ARGS="--runs 9".
-bench: install $(FUNCTION_VENV)/.installed
+bench: install $(FUNCTION_VENV)/.installed bench/extension/node_modules/.installed
 	@$(PY) -m bench.pipeline $(ARGS)
 	@echo
 	@$(PY) -m bench.reliability $(RELIABILITY_ARGS)
@@ -123,7 +123,7 @@ bench: install $(FUNCTION_VENV)/.installed
 # in a venv of functions/requirements.txt alone (pinned by the lock) on the deployed runtime's Python
 # (3.12 when tools/find-python finds it, else $(PYTHON)), as deployed.
 .PHONY: bench-coldstart
-bench-coldstart: install $(FUNCTION_VENV)/.installed
+bench-coldstart: install $(FUNCTION_VENV)/.installed bench/extension/node_modules/.installed
 	@$(PY) -m bench.coldstart --python $(FUNCTION_VENV)/bin/python $(ARGS)
 
 $(FUNCTION_VENV)/.installed: functions/requirements.txt requirements-dev.lock $(VENV)/.installed
@@ -139,6 +139,11 @@ $(FUNCTION_VENV)/.installed: functions/requirements.txt requirements-dev.lock $(
 .PHONY: bench-smtp
 bench-smtp: install bench/node/node_modules/.installed
 	@$(PY) -m bench.smtp $(ARGS)
+
+# The anchor of bench-coldstart: what firestore-send-email's lib/index.js loads, at its locked versions.
+bench/extension/node_modules/.installed: bench/extension/package.json bench/extension/package-lock.json
+	cd bench/extension && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 bench/node/node_modules/.installed: bench/node/package.json bench/node/package-lock.json
 	cd bench/node && npm ci --no-audit --no-fund --loglevel=error
@@ -175,4 +180,4 @@ check: $(VENV)/.installed
 	@$(PY) -m ops.check $(if $(STACK),--stack $(STACK)) $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(POLICY_VENV) $(FUNCTION_VENV) $(RUNTIME_VENV) emulator/node_modules bench/node/node_modules tests/templates/hbs/node_modules .pytest_cache .demo
+	rm -rf $(VENV) $(POLICY_VENV) $(FUNCTION_VENV) $(RUNTIME_VENV) emulator/node_modules bench/node/node_modules bench/extension/node_modules tests/templates/hbs/node_modules .pytest_cache .demo
