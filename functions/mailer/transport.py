@@ -158,11 +158,12 @@ class DeliveryError(Exception):
         return self.message
 
     def redacted(self, secret: str | None) -> DeliveryError:
-        """A copy whose message cannot show `secret`, whatever a server echoed back."""
-        if not secret or secret not in self.message:
+        """A copy whose message cannot show `secret`, or a long piece of it, whatever a server echoed back."""
+        masked = _masked(self.message, secret)
+        if masked == self.message:
             return self
         clean = DeliveryError(
-            self.message.replace(secret, "******"),
+            masked,
             transient=self.transient,
             code=self.code,
             rejected=self.rejected,
@@ -171,6 +172,33 @@ class DeliveryError(Exception):
         )
         clean.__cause__ = self.__cause__
         return clean
+
+
+# A server refusing a long AUTH line may quote part of it back, cut at its own length ("500 Line too long:
+# AUTH XOAUTH2 dXNlcj1..."), or the decoded response: not the whole secret, but a long piece of it. Any
+# run of at least this many characters of a secret (or of a base64 form) is masked too.
+ECHO_PIECE_CHARS = 16
+
+
+def _masked(text: str, secret: str | None) -> str:
+    """`text` with `secret`, and every run of ECHO_PIECE_CHARS or more of its characters, as ******."""
+    if not secret or not text:
+        return text
+    text = text.replace(secret, "******")
+    size = ECHO_PIECE_CHARS
+    if len(secret) < size or len(text) < size:
+        return text
+    pieces = {secret[i:i + size] for i in range(len(secret) - size + 1)}
+    spans: list[list[int]] = []
+    for start in range(len(text) - size + 1):
+        if text[start:start + size] in pieces:
+            if spans and start <= spans[-1][1]:
+                spans[-1][1] = start + size
+            else:
+                spans.append([start, start + size])
+    for start, end in reversed(spans):
+        text = text[:start] + "******" + text[end:]
+    return text
 
 
 class _Transaction:
@@ -738,8 +766,8 @@ class SmtpPool:
                 clean = clean.redacted(secret)
             raise clean from error.__cause__
         for secret in self._auth.secrets() if result.deferred_reason else ():
-            if result.deferred_reason and secret in result.deferred_reason:
-                result.deferred_reason = result.deferred_reason.replace(secret, "******")
+            if result.deferred_reason:
+                result.deferred_reason = _masked(result.deferred_reason, secret)
         return result
 
     def close(self) -> None:

@@ -490,3 +490,28 @@ def test_a_rotated_pinned_refresh_token_survives_the_next_invocations_settings(s
         send(pool_for(uri, None, credentials(s.refresh_token)), f"invocation {number}")
         s.tokens.expire_access_tokens()
     assert s.tokens.grants == 3 and len(s.server.messages) == 3
+
+
+def test_a_partial_echo_of_the_long_auth_line_does_not_reach_the_error(setup, monkeypatch) -> None:
+    """A server refusing the long AUTH line may quote part of it back ("500 5.5.2 Line too long: AUTH
+    XOAUTH2 dXNlcj1..." cut at some length): neither that run of the base64 response nor any long piece of
+    the token may reach the document's error, though neither is the whole secret."""
+    from mailer import transport
+
+    s = large_token_setup(setup)
+
+    def careless(client, username: str, token: str):
+        line = f"AUTH XOAUTH2 {xoauth2_initial_response(username, token)}"
+        decoded = f"user={username}\x01auth=Bearer {token}"
+        return 500, f"5.5.2 Line too long: {line[:400]}... (starts {decoded[:300]!r})".encode(), None
+
+    monkeypatch.setattr(transport, "auth_xoauth2", careless)
+    with pytest.raises(DeliveryError) as caught:
+        send(s.pool())
+    message = caught.value.message
+    assert message.startswith(f"SMTP server {s.server.address} refused AUTH XOAUTH2 as too long: 500 5.5.2 Line too long: ")
+    assert "******" in message and caught.value.transient is False
+    (issued,) = s.tokens.access_tokens
+    for secret in (issued, xoauth2_initial_response(MAILBOX, issued)):
+        pieces = {secret[i:i + 16] for i in range(len(secret) - 15)}
+        assert not [piece for piece in pieces if piece in message]
