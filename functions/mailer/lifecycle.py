@@ -28,7 +28,8 @@ destination off, per process: for HOLD_OFF_FIRST_SECONDS after the first, doubli
 slow failure, at most HOLD_OFF_MAX_SECONDS. While held off no publish is attempted; each skipped transition
 logs the same warning with `heldOffUntil` (RFC 3339, UTC) and a `reason`. The first transition after the
 hold-off publishes as usual (one probe at a time; transitions during the probe are skipped the same way):
-success ends the back-off, another slow failure doubles it. A fast failure (connection refused,
+success ends the back-off, another slow failure doubles it; a probe still out PROBE_LOST_AFTER_SECONDS past
+its deadline counts as one (so a probe that never returns cannot hold publishing off for good). A fast failure (connection refused,
 PERMISSION_DENIED, UNAVAILABLE within milliseconds) costs nothing and neither starts nor extends a
 hold-off, so events resume as soon as the receiver is back.
 """
@@ -57,6 +58,9 @@ SLOW_FAILURE_SECONDS = 1.0
 # The hold-off after the first slow failure; it doubles with each consecutive one, up to the maximum.
 HOLD_OFF_FIRST_SECONDS = 30.0
 HOLD_OFF_MAX_SECONDS = 300.0
+# A probe still out this long after its deadline is taken as lost (a stuck channel or credential fetch):
+# it counts as one more slow failure, and after that hold-off another probe goes out.
+PROBE_LOST_AFTER_SECONDS = 10.0
 HELD_OFF_REASON = "the events destination timed out or failed slowly; publishing resumes at heldOffUntil"
 PROBING_REASON = ("the events destination timed out; one publish is testing it, "
                   "publishing resumes if it answers by heldOffUntil")
@@ -226,6 +230,7 @@ class _HoldOff:
     failures: int = 0                 # consecutive slow failures
     failed_at: float = float("-inf")  # _clock() when the last of them was recorded
     probe_started: float | None = None  # _clock() when the publish testing the destination began, if one is out
+    probe_thread: int | None = None  # the thread running it (a lost probe that returns late ends no other)
 
     def until(self) -> float:
         return self.failed_at + hold_off_seconds(self.failures)
@@ -251,8 +256,15 @@ def _admit(key: EventSettings) -> tuple[float | None, str]:
         if now < state.until():
             return state.until(), HELD_OFF_REASON
         if state.probe_started is not None:
-            return state.probe_started + PUBLISH_TIMEOUT_SECONDS, PROBING_REASON
-        state.probe_started = now
+            answer_by = state.probe_started + PUBLISH_TIMEOUT_SECONDS + PROBE_LOST_AFTER_SECONDS
+            if now < answer_by:
+                return answer_by, PROBING_REASON
+            # The probe never returned: one more slow failure (it is not counted again if it ever does).
+            state.probe_started = state.probe_thread = None
+            state.failures += 1
+            state.failed_at = now
+            return state.until(), HELD_OFF_REASON
+        state.probe_started, state.probe_thread = now, threading.get_ident()
         return None, "probe"
 
 
@@ -266,8 +278,8 @@ def _settle(key: EventSettings, started: float | None, probe: bool, failed: Base
         if failed is None:  # the destination answered: the back-off starts again from zero
             _hold_offs.pop(key, None)
             return None
-        if probe and state is not None:
-            state.probe_started = None
+        if probe and state is not None and state.probe_thread == threading.get_ident():
+            state.probe_started = state.probe_thread = None
         if started is None or (code != "DEADLINE_EXCEEDED" and now - started < SLOW_FAILURE_SECONDS):
             return None  # a fast failure costs nothing: it neither starts nor extends a hold-off
         if state is None:

@@ -560,3 +560,61 @@ def test_one_probe_at_a_time_and_a_shared_timeout_counts_once(monkeypatch, log_s
     assert calls[2:] == ["probe"] and lifecycle._hold_offs[key].failures == 2
     meanwhile = [entry for entry in warnings_logged(log_stream, 4) if entry["document"] == "mail/meanwhile"]
     assert meanwhile and meanwhile[0]["reason"] == lifecycle.PROBING_REASON and "heldOffUntil" in meanwhile[0]
+
+
+def test_a_probe_that_never_returns_does_not_hold_the_destination_off_for_good(monkeypatch, log_stream):
+    # The probe after a hold-off hangs past any deadline (a stuck channel, a stuck credential fetch): the
+    # transitions after it must not be skipped for the life of the instance with a heldOffUntil long past.
+    # The lost probe counts as one more slow failure; after that hold-off a new probe goes out.
+    from google.api_core.exceptions import DeadlineExceeded
+
+    from mailer import lifecycle
+    from mailer.settings import EventSettings
+
+    clock = _Clock()
+    monkeypatch.setattr(lifecycle, "_clock", clock)
+    hung, release = threading.Event(), threading.Event()
+    calls = []
+
+    class Destination:
+        def publish(self, events):
+            calls.append(events[0]["subject"])
+            if events[0]["subject"] == "stuck":
+                hung.set()
+                release.wait(10)
+                raise DeadlineExceeded("deadline")
+            if events[0]["subject"] == "first":
+                clock.now += 5
+                raise DeadlineExceeded("deadline")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(lifecycle, "publisher_for", lambda config: Destination())
+
+    class Settings:
+        events = EventSettings(names=("onStart",), topic="projects/acme-mailer/topics/mail-events")
+
+    def emit(doc_id: str) -> list[str]:
+        return lifecycle.emit(Settings(), project="acme-mailer", database="(default)", path=f"mail/{doc_id}",
+                              before=None, record={"state": "PROCESSING"}, version=None)
+
+    key = lifecycle._destination(Settings.events)
+    assert emit("first") == [] and lifecycle._hold_offs[key].failures == 1
+    clock.now = lifecycle._hold_offs[key].until()
+    probe = threading.Thread(target=emit, args=("stuck",))
+    probe.start()
+    try:
+        assert hung.wait(10)
+        clock.now += 3600  # an hour later the probe has still not returned
+        assert emit("later") == []
+        (later,) = [entry for entry in warnings_logged(log_stream, 2) if entry["document"] == "mail/later"]
+        assert later["reason"] == lifecycle.HELD_OFF_REASON
+        assert _moment(later["heldOffUntil"]) > datetime.now(timezone.utc)  # not a moment long past
+        assert lifecycle._hold_offs[key].failures == 2
+        clock.now = lifecycle._hold_offs[key].until()
+        assert emit("next") == ["onStart"]  # a new probe went out, and the destination answered it
+        assert calls == ["first", "stuck", "next"] and key not in lifecycle._hold_offs
+    finally:
+        release.set()
+        probe.join(10)
