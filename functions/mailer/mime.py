@@ -236,6 +236,9 @@ def _unfoldable(name: str, text: str, room: int) -> str:
     if word > room or not blank:
         return (f"the {name} header has a run of {word} characters without a space; it must fold into lines of "
                 f"at most {MAX_LINE_OCTETS}")
+    if len(text) == word + 1 and text[0] in " \t":  # only the one space a folded line starts with
+        return (f"the {name} header has a run of {word} characters without a space, {word + 1} with the space "
+                f"before it where the line folds; it must fold into lines of at most {MAX_LINE_OCTETS}")
     if blank > room:
         return (f"the {name} header has a run of {blank} spaces or tabs; a header line breaks only before such a "
                 f"run, never inside it, so it cannot fold into lines of at most {MAX_LINE_OCTETS}")

@@ -145,6 +145,17 @@ def test_a_run_without_spaces_too_long_for_one_line_is_refused():
     assert "without a space" in error.reason and "998" in error.reason
 
 
+def test_a_run_that_only_the_folding_space_pushes_over_the_line_is_named_as_such():
+    """A 998-character run fits a line by itself; the single space before it (JSON's, where the line folds)
+    makes 999. Not "a run of 1 spaces or tabs and a run of 998 characters ...": the value has no run of
+    spaces, and 998 is not over the limit the message names."""
+    error = refusal(mail(sendGrid={"customArgs": {"note": "x" * 994}}))  # the run: "xxx..."}} (998)
+    assert str(error) == (
+        "sendGrid.customArgs: the X-SMTPAPI header has a run of 998 characters without a space, 999 with the "
+        "space before it where the line folds; it must fold into lines of at most 998")
+    assert smtpapi(composed(mail(sendGrid={"customArgs": {"note": "x" * 993}})))["unique_args"] == {"note": "x" * 993}
+
+
 def test_a_run_of_whitespace_too_long_for_one_line_is_refused_as_whitespace():
     """Not as "a run of N characters without a space": the value is all spaces. A line breaks only before a
     run of whitespace (never inside it, so no line ends in whitespace), so such a run cannot be folded."""
