@@ -237,6 +237,9 @@ class _HoldOff:
 
 
 _hold_offs: dict[EventSettings, _HoldOff] = {}
+# _clock() when a publish to the destination last succeeded: a publish begun before that which then fails
+# slowly went out during an outage the destination has since recovered from (another thread's success).
+_answered: dict[EventSettings, float] = {}
 _hold_offs_lock = threading.Lock()
 
 
@@ -277,11 +280,14 @@ def _settle(key: EventSettings, started: float | None, probe: bool, failed: Base
         state = _hold_offs.get(key)
         if failed is None:  # the destination answered: the back-off starts again from zero
             _hold_offs.pop(key, None)
+            _answered[key] = now
             return None
         if probe and state is not None and state.probe_thread == threading.get_ident():
             state.probe_started = state.probe_thread = None
         if started is None or (code != "DEADLINE_EXCEEDED" and now - started < SLOW_FAILURE_SECONDS):
             return None  # a fast failure costs nothing: it neither starts nor extends a hold-off
+        if _answered.get(key, float("-inf")) > started:
+            return None  # the destination answered another publish since this one began: it is back
         if state is None:
             state = _hold_offs[key] = _HoldOff()
         if state.failed_at >= started:

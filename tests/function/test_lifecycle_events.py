@@ -53,6 +53,7 @@ def fresh_hold_offs(monkeypatch):
     from mailer import lifecycle
 
     monkeypatch.setattr(lifecycle, "_hold_offs", {})
+    monkeypatch.setattr(lifecycle, "_answered", {})
 
 
 def settled(receiver: EventReceiver, doc_id: str, count: int, timeout: float = 10.0) -> list[str]:
@@ -618,3 +619,53 @@ def test_a_probe_that_never_returns_does_not_hold_the_destination_off_for_good(m
     finally:
         release.set()
         probe.join(10)
+
+
+def test_a_timeout_of_a_publish_begun_before_the_destination_answered_does_not_hold_it_off(monkeypatch, log_stream):
+    # Two threads: "slow" goes out while the destination hangs, "quick" after it is back and is answered;
+    # then "slow" times out. The destination has answered since "slow" began: no hold-off, and the next
+    # transition is published.
+    from google.api_core.exceptions import DeadlineExceeded
+
+    from mailer import lifecycle
+    from mailer.settings import EventSettings
+
+    clock = _Clock()
+    monkeypatch.setattr(lifecycle, "_clock", clock)
+    slow_out, quick_done = threading.Event(), threading.Event()
+    calls = []
+
+    class Destination:
+        def publish(self, events):
+            calls.append(events[0]["subject"])
+            if events[0]["subject"] == "slow":
+                slow_out.set()
+                quick_done.wait(10)
+                clock.now += 5
+                raise DeadlineExceeded("deadline")
+            clock.now += 0.01
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(lifecycle, "publisher_for", lambda config: Destination())
+
+    class Settings:
+        events = EventSettings(names=("onStart",), topic="projects/acme-mailer/topics/mail-events")
+
+    def emit(doc_id: str) -> list[str]:
+        return lifecycle.emit(Settings(), project="acme-mailer", database="(default)", path=f"mail/{doc_id}",
+                              before=None, record={"state": "PROCESSING"}, version=None)
+
+    key = lifecycle._destination(Settings.events)
+    slow = threading.Thread(target=emit, args=("slow",))
+    slow.start()
+    try:
+        assert slow_out.wait(10)
+        clock.now += 1
+        assert emit("quick") == ["onStart"]
+    finally:
+        quick_done.set()
+        slow.join(10)
+    assert key not in lifecycle._hold_offs
+    assert emit("next") == ["onStart"] and calls == ["slow", "quick", "next"]
