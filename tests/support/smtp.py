@@ -29,10 +29,12 @@ are in tests/support/faultproxy.py.
 Pipelining and round trips: smtp_server(pipelining=True) advertises PIPELINING (RFC 2920; aiosmtpd
 reads pipelined input correctly but never says so). Every server counts its clients' round trips:
 the times a client sent something after it had waited for a reply (server.round_trips in total,
-server.session_round_trips per session). They are counted where the client waits, at smtplib's
-getreply() and send() (every smtplib client in this process that is connected straight to a test
-server: the transport, ops/check.py; not through a FaultProxy), before the bytes go out, so the
-count is complete before the server can answer them. On a warm connection a lockstep client costs
+server.session_round_trips per session). They are counted where the client waits, at the socket
+an smtplib client holds: a write (send, sendall, plain or TLS) after a read on it, whatever the client
+called (getreply or its file, send or the socket itself), for every smtplib client in this process
+that is connected straight to a test server (the transport, ops/check.py; not through a FaultProxy),
+before the bytes go out, so the count is complete before the server can answer them. (A TLS
+handshake's own round trips are not counted.) On a warm connection a lockstep client costs
 4 per one-recipient message (MAIL, RCPT, DATA, data), a pipelining client 2 (envelope, data) and a
 client that chains the next envelope after its data 1; the greeting is not one (the client sent
 nothing before it), EHLO is. Counting what the server reads instead is not load-proof: TCP may
@@ -59,6 +61,7 @@ import smtplib
 import socket
 import ssl
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -673,29 +676,54 @@ _hook_lock = threading.Lock()
 _hooked = False
 
 
+_smtp_sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()  # sockets smtplib clients talk through
+_waited: weakref.WeakSet[socket.socket] = weakref.WeakSet()  # ... that have read since their last write
+
+
 def _hook_smtp_clients() -> None:
-    """Wrap smtplib.SMTP.getreply and .send, once per process: a send that follows a getreply (on the
-    same client) is a round trip, counted by the test server the client is connected to. Clients of
-    other servers pass straight through."""
+    """Once per process: every socket an smtplib client holds (smtplib.SMTP.sock, set at connect and
+    STARTTLS) is watched at the socket itself, so a write that follows a read on it is a round trip,
+    counted by the test server it is connected to, however the client reads (getreply, its file, recv)
+    and writes (send, the socket's send or sendall). Other sockets pass straight through."""
     global _hooked
     with _hook_lock:
         if _hooked:
             return
         _hooked = True
-    getreply, send = smtplib.SMTP.getreply, smtplib.SMTP.send
 
-    def waited_getreply(self: smtplib.SMTP) -> tuple[int, bytes]:
-        self._test_awaited_reply = True  # type: ignore[attr-defined]  # (also when no reply comes)
-        return getreply(self)
+    def get_sock(self: smtplib.SMTP) -> Any:
+        return self.__dict__.get("_test_sock")
 
-    def counted_send(self: smtplib.SMTP, data: str | bytes) -> None:
-        if getattr(self, "_test_awaited_reply", False):
-            self._test_awaited_reply = False  # type: ignore[attr-defined]
-            _count_round_trip(self.sock)
-        send(self, data)
+    def set_sock(self: smtplib.SMTP, sock: Any) -> None:
+        old = self.__dict__.get("_test_sock")
+        if sock is not None:
+            _smtp_sockets.add(sock)
+            if old is not None and old in _waited:  # STARTTLS: the reply to it was waited for
+                _waited.add(sock)
+        self.__dict__["_test_sock"] = sock
 
-    smtplib.SMTP.getreply = waited_getreply  # type: ignore[method-assign]
-    smtplib.SMTP.send = counted_send  # type: ignore[method-assign]
+    smtplib.SMTP.sock = property(get_sock, set_sock)  # type: ignore[assignment]
+
+    def reading(method: Callable[..., Any]) -> Callable[..., Any]:
+        def read(self: socket.socket, *args: Any, **kwargs: Any) -> Any:
+            if self in _smtp_sockets:
+                _waited.add(self)
+            return method(self, *args, **kwargs)
+        return read
+
+    def writing(method: Callable[..., Any]) -> Callable[..., Any]:
+        def write(self: socket.socket, *args: Any, **kwargs: Any) -> Any:
+            if self in _waited:
+                _waited.discard(self)
+                _count_round_trip(self)
+            return method(self, *args, **kwargs)
+        return write
+
+    for cls in (socket.socket, ssl.SSLSocket):
+        for name in ("recv", "recv_into"):
+            setattr(cls, name, reading(getattr(cls, name)))
+        for name in ("send", "sendall"):
+            setattr(cls, name, writing(getattr(cls, name)))
 
 
 def _count_round_trip(sock: socket.socket | None) -> None:
@@ -704,7 +732,9 @@ def _count_round_trip(sock: socket.socket | None) -> None:
     try:
         server_address, client_address = sock.getpeername(), sock.getsockname()
     except OSError:
-        return  # (not connected: smtplib's send raises as it always did)
+        return  # (not connected: the write raises as it always did)
+    if not isinstance(server_address, tuple) or not isinstance(client_address, tuple):
+        return  # (a Unix socket: LMTP)
     server = _servers_by_port.get(server_address[1])
     if server is not None and server_address[0] == server.host:
         server._client_round_trip((client_address[0], client_address[1]))

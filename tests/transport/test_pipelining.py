@@ -85,6 +85,26 @@ def test_a_round_trip_is_a_wait_of_the_client_not_a_read_of_the_server(smtp_serv
     assert [m.message["Subject"] for m in server.messages] == ["one", "two"]
 
 
+def test_a_round_trip_is_counted_however_the_client_writes_or_reads(smtp_server) -> None:
+    """The count may not depend on the client using smtplib's send() and getreply(): a transport that
+    wrote around them (the socket's sendall) after a wait, or waited around them (reading the reply from
+    its file), would make round trips the count did not see, and a regression that added one could pass."""
+    server = smtp_server(tls="none", auth=False, pipelining=True)
+    client = smtplib.SMTP(server.host, server.port, local_hostname="client.example")
+    try:
+        client.ehlo()  # 1 (after the greeting)
+        client.sock.sendall(b"NOOP\r\n")  # 2: written around SMTP.send, after a wait
+        assert client.getreply()[0] == 250
+        client.send(b"NOOP\r\n")  # 3
+        assert client.file.readline().startswith(b"250 ")  # waited around getreply
+        client.send(b"NOOP\r\n")  # 4
+        client.sock.sendall(b"NOOP\r\n")  # no wait in between: the same round trip
+        assert [client.getreply()[0] for _ in range(2)] == [250, 250]
+        assert server.round_trips == 4 and server.session_round_trips == {1: 4}
+    finally:
+        client.close()
+
+
 def test_mixed_rcpt_replies_250_452_550(smtp_server, open_pool, mode) -> None:
     behaviour = Behaviour(max_recipients=2, rcpt_replies={"b@example.com": "550 5.1.1 No such user"})
     server = start(smtp_server, mode, behaviour=behaviour)
