@@ -457,11 +457,13 @@ class _Connection:
         tokens = self.auth.tokens
         assert tokens is not None  # SmtpPool refuses XOAUTH2 without a token source
         token = tokens.token()
-        code, reply, challenge = self._xoauth2_once(token)
+        refused: list[tuple[int, bytes]] = []
+        code, reply, challenge = self._xoauth2_once(token, refused)
         if code == 235:
             return
-        if code in (500, 501):  # the line was refused, not the token: a fresh token would not help
-            raise _xoauth2_line_refused(self.settings, code, reply, token)
+        if code in (500, 501) or (len(refused) > 1 and 500 <= code < 600):
+            # The line was refused, not the token (or RFC 4954's bare AUTH was): a fresh token would not help.
+            raise _xoauth2_line_refused(self.settings, code, reply, token, refused)
         if 500 <= code < 600:
             log.info("SMTP server %s refused the OAuth2 access token (%d); refreshing it once",
                      self.settings.address, code)
@@ -471,8 +473,9 @@ class _Connection:
                 return
         raise _xoauth2_refused(self.settings, code, reply, challenge)
 
-    def _xoauth2_once(self, token: str) -> tuple[int, bytes, dict[str, object] | None]:
-        return auth_xoauth2(self.client, self.settings.username or "", token)
+    def _xoauth2_once(self, token: str, refused: list[tuple[int, bytes]] | None = None,
+                      ) -> tuple[int, bytes, dict[str, object] | None]:
+        return auth_xoauth2(self.client, self.settings.username or "", token, refused)
 
     @property
     def pipelining(self) -> bool:
@@ -1091,20 +1094,26 @@ def xoauth2_initial_response(username: str, token: str) -> str:
     return _b64(f"user={username}\x01auth=Bearer {token}\x01\x01")
 
 
-def auth_xoauth2(client: smtplib.SMTP, username: str, token: str) -> tuple[int, bytes, dict[str, object] | None]:
+def auth_xoauth2(client: smtplib.SMTP, username: str, token: str, refused: list[tuple[int, bytes]] | None = None,
+                 ) -> tuple[int, bytes, dict[str, object] | None]:
     """One AUTH XOAUTH2 with an initial response; (code, reply, the error challenge or None). A failure
     comes as a 334 challenge carrying a base64 JSON error (status, schemes, scope); the client answers
     it with an empty line and the server then sends its final reply.
 
     A long token (Microsoft's are ~2-2.5 KB) makes that AUTH line longer than SMTP's 512 octets. Servers
     commonly take it; one that refuses the line (500/501) gets, once, what RFC 4954 4 prescribes for
-    such a response: `AUTH XOAUTH2` alone, then the response on its own line after the "334 " challenge."""
+    such a response: `AUTH XOAUTH2` alone, then the response on its own line after the "334 " challenge.
+    `refused` (when given) gets the refusal of the long line and, if the bare AUTH was refused too, that one."""
     response = xoauth2_initial_response(username, token)
     code, reply = client.docmd("AUTH", "XOAUTH2 " + response)
     if code in (500, 501) and _xoauth2_line_octets(response) > COMMAND_LINE_OCTETS:
+        if refused is not None:
+            refused.append((code, reply))
         code, reply = client.docmd("AUTH", "XOAUTH2")
         if code == 334:
             code, reply = client.docmd(response)
+        elif refused is not None:
+            refused.append((code, reply))
     challenge = None
     if code == 334:
         challenge = _xoauth2_challenge(reply)
@@ -1116,7 +1125,8 @@ def _xoauth2_line_octets(response: str) -> int:
     return len(f"AUTH XOAUTH2 {response}\r\n")
 
 
-def _xoauth2_line_refused(settings: SmtpSettings, code: int, reply: bytes, token: str) -> DeliveryError:
+def _xoauth2_line_refused(settings: SmtpSettings, code: int, reply: bytes, token: str,
+                          refused: list[tuple[int, bytes]] | None = None) -> DeliveryError:
     """The server refused the AUTH XOAUTH2 line itself (500/501): a configuration problem, permanent; the
     token was never judged, so it is kept (no refresh: with rotating refresh tokens each one costs a
     rotation)."""
@@ -1125,6 +1135,15 @@ def _xoauth2_line_refused(settings: SmtpSettings, code: int, reply: bytes, token
         return DeliveryError(
             f"SMTP server {settings.address} refused the AUTH XOAUTH2 command: {_reply_line(code, reply)}",
             transient=False, code=code)
+    if refused is not None and len(refused) > 1:  # the bare AUTH was refused: the response never went alone
+        (first, first_reply), (bare, bare_reply) = refused[:2]
+        return DeliveryError(
+            f"SMTP server {settings.address} refused AUTH XOAUTH2 as too long: {_reply_line(first, first_reply)}; "
+            f"the {len(token):,}-byte access token makes a {octets:,}-octet AUTH line, and a bare AUTH XOAUTH2 "
+            f"(RFC 4954's form for it) was refused too: {_reply_line(bare, bare_reply)}; RFC 4954 expects servers "
+            f"to take {SASL_LINE_OCTETS:,} octets: raise the server's line limit for AUTH, or send through the mail "
+            "provider's own SMTP server",
+            transient=False, code=bare)
     return DeliveryError(
         f"SMTP server {settings.address} refused AUTH XOAUTH2 as too long: {_reply_line(code, reply)}; the "
         f"{len(token):,}-byte access token makes a {octets:,}-octet AUTH line (refused, and again when sent on a "

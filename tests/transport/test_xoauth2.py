@@ -500,7 +500,7 @@ def test_a_partial_echo_of_the_long_auth_line_does_not_reach_the_error(setup, mo
 
     s = large_token_setup(setup)
 
-    def careless(client, username: str, token: str):
+    def careless(client, username: str, token: str, refused=None):
         line = f"AUTH XOAUTH2 {xoauth2_initial_response(username, token)}"
         decoded = f"user={username}\x01auth=Bearer {token}"
         return 500, f"5.5.2 Line too long: {line[:400]}... (starts {decoded[:300]!r})".encode(), None
@@ -516,3 +516,32 @@ def test_a_partial_echo_of_the_long_auth_line_does_not_reach_the_error(setup, mo
         assert leaked == 0  # (a count: a failure shows no piece of the token)
     assert message.startswith(f"SMTP server {s.server.address} refused AUTH XOAUTH2 as too long: 500 5.5.2 Line too long: ")
     assert "******" in message and caught.value.transient is False
+
+
+def test_a_refused_bare_auth_is_not_reported_as_the_response_line_refused_too(setup, monkeypatch) -> None:
+    """The long line is refused (aiosmtpd's 500), then the bare AUTH XOAUTH2 itself (a server wanting the
+    initial response on the AUTH line): the response never went on a line of its own, so the error may
+    not say it was refused there; it gives both replies."""
+    from mailer import transport
+
+    s = large_token_setup(setup)
+    docmd = transport._SmtpClient.docmd
+
+    def no_bare_auth(self, cmd: str, args: str = ""):
+        if cmd == "AUTH" and args == "XOAUTH2":
+            return 501, b"5.5.4 Initial response required"
+        return docmd(self, cmd, args)
+
+    monkeypatch.setattr(transport._SmtpClient, "docmd", no_bare_auth)
+    with pytest.raises(DeliveryError) as caught:
+        send(s.pool())
+    error = caught.value
+    assert error.transient is False and error.code == 501 and s.tokens.grants == 1  # no refresh
+    (issued,) = s.tokens.access_tokens
+    octets = len(f"AUTH XOAUTH2 {xoauth2_initial_response(MAILBOX, issued)}\r\n")
+    assert error.message.startswith(f"SMTP server {s.server.address} refused AUTH XOAUTH2 as too long: 500 ")
+    assert error.message.endswith(
+        f"; the 2,500-byte access token makes a {octets:,}-octet AUTH line, and a bare AUTH XOAUTH2 (RFC 4954's "
+        "form for it) was refused too: 501 5.5.4 Initial response required; RFC 4954 expects servers to take "
+        "12,288 octets: raise the server's line limit for AUTH, or send through the mail provider's own SMTP server")
+    assert "on a line of its own" not in error.message
