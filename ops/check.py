@@ -56,6 +56,8 @@ from mailer.smtp_uri import SmtpConfigError, SmtpSettings, parse_smtp_uri  # noq
 from mailer.transport import (  # noqa: E402
     _build_tls_context,
     _default_ehlo_name,
+    _masked,
+    _xoauth2_line_refused,
     _token_tls_context,
     auth_password,
     auth_xoauth2,
@@ -107,8 +109,12 @@ class Redactor:
         self._secrets.sort(key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
+        # Whole secrets first (longest form first), then any long run of one: a server that refuses a long
+        # AUTH line may quote part of it back, cut at its own length (the function's transport does the same).
         for secret in self._secrets:
             text = text.replace(secret, MASK)
+        for secret in self._secrets:
+            text = _masked(text, secret)
         return text
 
 
@@ -858,7 +864,8 @@ class Checker:
         self.credentials = Credentials(oauth2_client_secret=secret, oauth2_refresh_token=refresh)
         timer = _Timer()
         try:
-            code, reply, challenge = auth_xoauth2(self.client, settings.username, token)
+            refused: list[tuple[int, bytes]] = []
+            code, reply, challenge = auth_xoauth2(self.client, settings.username, token, refused)
         except (smtplib.SMTPException, OSError) as error:
             self.report.add(Step("AUTH", FAIL, timer.ms, f"XOAUTH2: connection lost: {error}", "the server hung up during AUTH"))
             return False
@@ -866,8 +873,13 @@ class Checker:
         where = f"XOAUTH2 as {settings.username}"
         if code != 235:
             shown = f" (challenge: {json.dumps(challenge, ensure_ascii=False)})" if challenge else ""
-            self.report.add(Step("AUTH", FAIL, timer.ms, f"{where}: {text}{shown}",
-                                 _cause_for_xoauth2(settings, self.target.provider, challenge),
+            if refused and (code in (500, 501) or len(refused) > 1):
+                # The AUTH line was refused as too long (and the bare form too): the token was never judged,
+                # so the mailbox or the scope is not the cause; say what the function would write.
+                cause = f"the line, not the token: {_xoauth2_line_refused(settings, code, reply, token, refused)}"
+            else:
+                cause = _cause_for_xoauth2(settings, self.target.provider, challenge)
+            self.report.add(Step("AUTH", FAIL, timer.ms, f"{where}: {text}{shown}", cause,
                                  data={"method": XOAUTH2, "code": code, "challenge": challenge}))
             return False
         self.report.add(Step("AUTH", OK, timer.ms, f"{where}: {text}", data={"method": XOAUTH2, "code": code}))

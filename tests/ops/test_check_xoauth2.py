@@ -137,3 +137,39 @@ def test_the_token_endpoint_gets_the_function_s_timeout(token_endpoint, xoauth2_
     code, text = run(server.uri(MAILBOX, authMethod="XOAUTH2", oauth2TokenUrl=tokens.url, oauth2ClientId=CLIENT_ID,
                                 connectionTimeout=700, socketTimeout=5000), refresh_token=refresh)
     assert code == 1 and "FAIL  token" in text and "timed out" in text, text
+
+
+def test_xoauth2_a_long_auth_line_refused_blames_the_line_not_the_token(token_endpoint, xoauth2_server) -> None:  # noqa: F811
+    """A Microsoft-size token (2,500 bytes) against aiosmtpd's default line limits: the long AUTH line is
+    refused, then the response on a line of its own. The token was never judged: check must say what the
+    function writes (the line is too long), not send the user after the mailbox or the scope."""
+    tokens, server, refresh = setup(token_endpoint, xoauth2_server)
+    tokens.access_token_bytes = 2500
+    code, text = run(uri(server, tokens), refresh_token=refresh, hidden=())
+    assert code == 1, text
+    assert "FAIL  AUTH" in text and "the line, not the token" in text and "refused AUTH XOAUTH2 as too long" in text
+    assert "2,500-byte access token" in text and "must be the mailbox" not in text
+    for token in tokens.access_tokens:
+        assert token not in text
+
+
+def test_xoauth2_a_partial_echo_of_the_auth_line_is_masked(token_endpoint, xoauth2_server, monkeypatch) -> None:  # noqa: F811
+    """A server refusing the long line may quote part of it back, cut at its own length, or the decoded
+    response: no long piece of the token (or of its base64 form) may be printed, though neither is whole."""
+    tokens, server, refresh = setup(token_endpoint, xoauth2_server)
+    tokens.access_token_bytes = 2500
+
+    def careless(client, username: str, token: str, refused=None):
+        line = f"AUTH XOAUTH2 {check.xoauth2_initial_response(username, token)}"
+        decoded = f"user={username}\x01auth=Bearer {token}"
+        if refused is not None:
+            refused.append((500, b"5.5.2 Line too long"))
+        return 500, f"5.5.2 Line too long: {line[:400]}... (starts {decoded[:300]!r})".encode(), None
+
+    monkeypatch.setattr(check, "auth_xoauth2", careless)
+    code, text = run(uri(server, tokens), refresh_token=refresh)
+    assert code == 1 and "FAIL  AUTH" in text and check.MASK in text, text
+    (issued,) = tokens.access_tokens
+    for secret in (issued, check.xoauth2_initial_response(MAILBOX, issued)):
+        pieces = {secret[i:i + 16] for i in range(len(secret) - 15)}
+        assert sum(piece in text for piece in pieces) == 0  # (a count: a failure prints no piece of the token)
