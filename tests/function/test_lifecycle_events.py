@@ -409,6 +409,22 @@ def test_a_failed_publish_drops_only_its_own_publisher():
         lifecycle._publishers.pop(key, None)
 
 
+def _emitter(names: tuple[str, ...] = ("onStart",)):
+    """(emit, key): emit(doc_id) publishes one PROCESSING transition of mail/<doc_id> to a fixed topic with
+    `names` enabled, as the handler calls lifecycle.emit; key is that destination's hold-off key."""
+    from mailer import lifecycle
+    from mailer.settings import EventSettings
+
+    class Settings:
+        events = EventSettings(names=names, topic="projects/acme-mailer/topics/mail-events")
+
+    def emit(doc_id: str = "a") -> list[str]:
+        return lifecycle.emit(Settings(), project="acme-mailer", database="(default)", path=f"mail/{doc_id}",
+                              before=None, record={"state": "PROCESSING"}, version=None)
+
+    return emit, lifecycle._destination(Settings.events)
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -436,22 +452,13 @@ class _Destination:
 @pytest.fixture
 def destination(monkeypatch):
     from mailer import lifecycle
-    from mailer.settings import EventSettings
 
     clock = _Clock()
     fake = _Destination(clock)
     monkeypatch.setattr(lifecycle, "_clock", clock)
     monkeypatch.setattr(lifecycle, "publisher_for", lambda config: fake)
 
-    class Settings:
-        events = EventSettings(names=("onStart", "onProcessing"), topic="projects/acme-mailer/topics/mail-events")
-
-    def emit(doc_id: str = "a") -> list[str]:
-        return lifecycle.emit(Settings(), project="acme-mailer", database="(default)", path=f"mail/{doc_id}",
-                              before=None, record={"state": "PROCESSING"}, version=None)
-
-    fake.emit = emit
-    fake.key = lifecycle._destination(Settings.events)
+    fake.emit, fake.key = _emitter(("onStart", "onProcessing"))
     return fake
 
 
@@ -511,7 +518,6 @@ def test_one_probe_at_a_time_and_a_shared_timeout_counts_once(monkeypatch, log_s
     from google.api_core.exceptions import DeadlineExceeded
 
     from mailer import lifecycle
-    from mailer.settings import EventSettings
 
     clock = _Clock()
     monkeypatch.setattr(lifecycle, "_clock", clock)
@@ -532,12 +538,7 @@ def test_one_probe_at_a_time_and_a_shared_timeout_counts_once(monkeypatch, log_s
 
     monkeypatch.setattr(lifecycle, "publisher_for", lambda config: Hanging())
 
-    class Settings:
-        events = EventSettings(names=("onStart",), topic="projects/acme-mailer/topics/mail-events")
-
-    def emit(doc_id: str) -> None:
-        lifecycle.emit(Settings(), project="acme-mailer", database="(default)", path=f"mail/{doc_id}", before=None,
-                       record={"state": "PROCESSING"}, version=None)
+    emit, key = _emitter()
 
     threads = [threading.Thread(target=emit, args=(doc_id,)) for doc_id in ("a", "b")]
     for thread in threads:
@@ -545,7 +546,6 @@ def test_one_probe_at_a_time_and_a_shared_timeout_counts_once(monkeypatch, log_s
     release.set()
     for thread in threads:
         thread.join(10)
-    key = lifecycle._destination(Settings.events)
     assert sorted(calls) == ["a", "b"] and lifecycle._hold_offs[key].failures == 1
 
     clock.now = lifecycle._hold_offs[key].until()
@@ -570,7 +570,6 @@ def test_a_probe_that_never_returns_does_not_hold_the_destination_off_for_good(m
     from google.api_core.exceptions import DeadlineExceeded
 
     from mailer import lifecycle
-    from mailer.settings import EventSettings
 
     clock = _Clock()
     monkeypatch.setattr(lifecycle, "_clock", clock)
@@ -593,14 +592,7 @@ def test_a_probe_that_never_returns_does_not_hold_the_destination_off_for_good(m
 
     monkeypatch.setattr(lifecycle, "publisher_for", lambda config: Destination())
 
-    class Settings:
-        events = EventSettings(names=("onStart",), topic="projects/acme-mailer/topics/mail-events")
-
-    def emit(doc_id: str) -> list[str]:
-        return lifecycle.emit(Settings(), project="acme-mailer", database="(default)", path=f"mail/{doc_id}",
-                              before=None, record={"state": "PROCESSING"}, version=None)
-
-    key = lifecycle._destination(Settings.events)
+    emit, key = _emitter()
     assert emit("first") == [] and lifecycle._hold_offs[key].failures == 1
     clock.now = lifecycle._hold_offs[key].until()
     probe = threading.Thread(target=emit, args=("stuck",))
@@ -628,7 +620,6 @@ def test_a_timeout_of_a_publish_begun_before_the_destination_answered_does_not_h
     from google.api_core.exceptions import DeadlineExceeded
 
     from mailer import lifecycle
-    from mailer.settings import EventSettings
 
     clock = _Clock()
     monkeypatch.setattr(lifecycle, "_clock", clock)
@@ -650,14 +641,7 @@ def test_a_timeout_of_a_publish_begun_before_the_destination_answered_does_not_h
 
     monkeypatch.setattr(lifecycle, "publisher_for", lambda config: Destination())
 
-    class Settings:
-        events = EventSettings(names=("onStart",), topic="projects/acme-mailer/topics/mail-events")
-
-    def emit(doc_id: str) -> list[str]:
-        return lifecycle.emit(Settings(), project="acme-mailer", database="(default)", path=f"mail/{doc_id}",
-                              before=None, record={"state": "PROCESSING"}, version=None)
-
-    key = lifecycle._destination(Settings.events)
+    emit, key = _emitter()
     slow = threading.Thread(target=emit, args=("slow",))
     slow.start()
     try:
