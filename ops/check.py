@@ -109,10 +109,9 @@ class Redactor:
         self._secrets.sort(key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
-        # Whole secrets first (longest form first), then any long run of one: a server that refuses a long
-        # AUTH line may quote part of it back, cut at its own length (the function's transport does the same).
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
+        # Each secret whole and any long run of it (longest form first): a server that refuses a long AUTH
+        # line may quote part of it back, cut at its own length. The transport's own masking (MASK is its
+        # "******").
         for secret in self._secrets:
             text = _masked(text, secret)
         return text

@@ -768,8 +768,8 @@ class SmtpPool:
             for secret in self._auth.secrets():
                 clean = clean.redacted(secret)
             raise clean from error.__cause__
-        for secret in self._auth.secrets() if result.deferred_reason else ():
-            if result.deferred_reason:
+        if result.deferred_reason:
+            for secret in self._auth.secrets():
                 result.deferred_reason = _masked(result.deferred_reason, secret)
         return result
 
